@@ -1,1 +1,61 @@
-fn main() {}
+//! `cargo xtask <job>`: the project's chores in Rust (matklad's xtask pattern).
+//!
+//! This file only dispatches; each job lives in its own module. Errors are
+//! printed as one line on stderr with a non-zero exit, never as a panic.
+
+mod command;
+mod demo;
+mod filter;
+mod paths;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <setup | build-filter | test [CARGO TEST ARGS...] | demo>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> anyhow::Result<ExitCode> {
+    let Some((job, rest)) = args.split_first() else {
+        anyhow::bail!("no job given; {USAGE}");
+    };
+    let takes_no_args = |job: &str| -> anyhow::Result<()> {
+        match rest.first() {
+            Some(extra) => anyhow::bail!("`{job}` takes no arguments, got `{extra}`; {USAGE}"),
+            None => Ok(()),
+        }
+    };
+    match job.as_str() {
+        "setup" => {
+            takes_no_args(job)?;
+            setup::run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "build-filter" => {
+            takes_no_args(job)?;
+            filter::build_filter()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "test" => test::run(rest),
+        "demo" => {
+            takes_no_args(job)?;
+            demo::run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => anyhow::bail!("unknown job `{other}`; {USAGE}"),
+    }
+}

@@ -1,0 +1,7 @@
+//! `cargo xtask demo`: the local demo topology. Not written yet.
+
+/// Placeholder until the demo job is implemented.
+pub fn run() -> anyhow::Result<()> {
+    println!("demo: not yet");
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! `cargo xtask test`: THE test command (README and CI). Sets up the machine,
+//! builds the filter and the packager, then runs `cargo test --workspace`
+//! with the environment the e2e harness reads.
+
+use crate::{command, filter, paths, setup};
+use anyhow::{bail, Context, Result};
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+/// Runs the whole suite; extra arguments go to `cargo test` unchanged and the
+/// exit code is cargo test's own.
+pub fn run(cargo_test_args: &[String]) -> Result<ExitCode> {
+    setup::run()?;
+    let module = filter::build_filter()?;
+    let extpack = build_extpack()?;
+
+    let envoy = paths::envoy_elf()
+        .context("envoy is missing from .venv after setup; run `cargo xtask setup`")?;
+    let mut path = vec![paths::venv_bin()];
+    if let Some(current) = std::env::var_os("PATH") {
+        path.extend(std::env::split_paths(&current));
+    }
+    let path: OsString = std::env::join_paths(path).context("PATH holds an invalid entry")?;
+
+    let mut cargo_test = command::cargo();
+    cargo_test
+        .args(["test", "--workspace"])
+        .args(cargo_test_args)
+        .current_dir(paths::repo_root())
+        .env("ENVOY_BIN", &envoy)
+        .env("HEADER_FILTER_WASM", &module)
+        .env("PATH", path);
+    if let Some(extpack) = extpack {
+        cargo_test.env("EXTPACK_BIN", extpack);
+    }
+    let status = command::status(&mut cargo_test)?;
+    match status.code() {
+        Some(0) => Ok(ExitCode::SUCCESS),
+        Some(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
+        None => bail!("cargo test was killed by a signal"),
+    }
+}
+
+/// Builds `extpack` when the packager crate exists; returns its binary.
+fn build_extpack() -> Result<Option<std::path::PathBuf>> {
+    let manifest = paths::repo_root().join("packager").join("Cargo.toml");
+    let declares_extpack = std::fs::read_to_string(&manifest)
+        .map(|text| {
+            text.lines()
+                .any(|line| line.trim() == r#"name = "extpack""#)
+        })
+        .unwrap_or(false);
+    if !declares_extpack {
+        println!("test: no extpack package, skipping its build");
+        return Ok(None);
+    }
+    command::streamed(
+        command::cargo()
+            .args(["build", "-p", "extpack"])
+            .current_dir(paths::repo_root()),
+    )?;
+    Ok(Some(paths::extpack_bin()))
+}
