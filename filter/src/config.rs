@@ -1,17 +1,55 @@
-//! STUB - being written.
+//! The JSON configuration: its shape, its validation, and its canonical
+//! re-serialization.
+//!
+//! Everything a plugin configuration can get wrong is caught here, at
+//! configure time, with the JSON path of the offending item. The types this
+//! produces cannot hold a bad value (a [`HeaderName`] is a lower-case token
+//! that Envoy lets filters modify; a value has no CR, LF or NUL), so nothing
+//! after this module re-checks. No proxy-wasm here.
+
 use std::fmt;
 
-/// A configuration error: the JSON path of the offending item and the reason.
+use serde_json::{Map, Value};
+
+use crate::format::{Format, Side};
+
+/// Largest configuration accepted, in bytes.
+pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
+/// Most entries in one list, as Envoy's route config allows.
+pub const MAX_ENTRIES: usize = 1000;
+/// Longest header name or value, as Envoy's `HeaderValue` allows.
+pub const MAX_HEADER_BYTES: usize = 16384;
+
+const FIELDS: &[&str] = &[
+    "request_headers_to_add",
+    "response_headers_to_add",
+    "request_headers_to_remove",
+    "response_headers_to_remove",
+];
+const OPTION_FIELDS: &[&str] = &["header", "append_action", "keep_empty_value", "append"];
+const HEADER_FIELDS: &[&str] = &["key", "value"];
+
+/// A configuration error: the JSON path of the offending item and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// e.g. `response_headers_to_add[0].header.value`; empty for the whole document.
     pub path: String,
     pub reason: String,
+}
+
+impl ConfigError {
+    fn new(path: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: path.to_string(),
+            reason: reason.into(),
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {
-            write!(f, "{}", self.reason)
+            f.write_str(&self.reason)
         } else {
             write!(f, "{}: {}", self.path, self.reason)
         }
@@ -19,3 +57,617 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Envoy's `HeaderValueOption.append_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AppendAction {
+    /// Add a new entry, keeping any existing ones (the default).
+    #[default]
+    AppendIfExistsOrAdd,
+    /// Add only if the header is absent.
+    AddIfAbsent,
+    /// Replace all existing entries, or add.
+    OverwriteIfExistsOrAdd,
+    /// Replace all existing entries; do nothing if absent.
+    OverwriteIfExists,
+}
+
+impl AppendAction {
+    pub const ALL: [AppendAction; 4] = [
+        AppendAction::AppendIfExistsOrAdd,
+        AppendAction::AddIfAbsent,
+        AppendAction::OverwriteIfExistsOrAdd,
+        AppendAction::OverwriteIfExists,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppendAction::AppendIfExistsOrAdd => "APPEND_IF_EXISTS_OR_ADD",
+            AppendAction::AddIfAbsent => "ADD_IF_ABSENT",
+            AppendAction::OverwriteIfExistsOrAdd => "OVERWRITE_IF_EXISTS_OR_ADD",
+            AppendAction::OverwriteIfExists => "OVERWRITE_IF_EXISTS",
+        }
+    }
+
+    fn parse(name: &str) -> Option<AppendAction> {
+        AppendAction::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+/// A header name a filter may write: a non-empty lower-case RFC 9110 token,
+/// neither a pseudo-header nor `host`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HeaderName(String);
+
+impl HeaderName {
+    /// Validates and lower-cases `name`; the error is the reason only.
+    pub fn parse(name: &str) -> Result<HeaderName, String> {
+        if name.is_empty() {
+            return Err("header name must not be empty".into());
+        }
+        if name.len() > MAX_HEADER_BYTES {
+            return Err(format!(
+                "header name is {} bytes, the limit is {MAX_HEADER_BYTES}",
+                name.len()
+            ));
+        }
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with(':') || lower == "host" {
+            return Err(format!(
+                "{name:?}: :-prefixed or host headers may not be modified"
+            ));
+        }
+        if !is_token(&lower) {
+            return Err(format!(
+                "{name:?} is not a valid header name (RFC 9110 token characters only)"
+            ));
+        }
+        Ok(HeaderName(lower))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// RFC 9110 `token`: one or more tchar.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+/// One `request_headers_to_add` / `response_headers_to_add` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HeaderRule {
+    pub name: HeaderName,
+    pub value: Format,
+    pub action: AppendAction,
+    pub keep_empty_value: bool,
+}
+
+/// The rules of one direction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rules {
+    pub add: Vec<HeaderRule>,
+    pub remove: Vec<HeaderName>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    pub request: Rules,
+    pub response: Rules,
+}
+
+impl Config {
+    /// Parses a plugin configuration. Empty (or blank) input is an empty
+    /// configuration. Two shapes are accepted: Envoy's (the four
+    /// `*_headers_to_*` lists) and Maistra's flat `{"name": "value"}`, which
+    /// appends literal values to every response.
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        if bytes.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::new(
+                "",
+                format!(
+                    "configuration is {} bytes, the limit is {MAX_CONFIG_BYTES}",
+                    bytes.len()
+                ),
+            ));
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Config::default());
+        }
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
+        let Value::Object(object) = value else {
+            return Err(ConfigError::new(
+                "",
+                format!(
+                    "configuration must be a JSON object, got {}",
+                    type_name(&value)
+                ),
+            ));
+        };
+        if object.keys().any(|k| FIELDS.contains(&k.as_str())) || object.is_empty() {
+            parse_envoy_form(&object)
+        } else {
+            parse_flat_form(&object)
+        }
+    }
+
+    /// The canonical JSON (Envoy's shape, every field explicit); parsing it
+    /// gives back an equal configuration.
+    pub fn to_json(&self) -> String {
+        let rules = |rules: &[HeaderRule]| -> Value {
+            rules
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "header": {"key": r.name.as_str(), "value": r.value.to_string()},
+                        "append_action": r.action.as_str(),
+                        "keep_empty_value": r.keep_empty_value,
+                    })
+                })
+                .collect()
+        };
+        let names = |names: &[HeaderName]| -> Value {
+            names.iter().map(|n| Value::from(n.as_str())).collect()
+        };
+        serde_json::json!({
+            "request_headers_to_add": rules(&self.request.add),
+            "response_headers_to_add": rules(&self.response.add),
+            "request_headers_to_remove": names(&self.request.remove),
+            "response_headers_to_remove": names(&self.response.remove),
+        })
+        .to_string()
+    }
+
+    pub fn rules(&self, side: Side) -> &Rules {
+        match side {
+            Side::Request => &self.request,
+            Side::Response => &self.response,
+        }
+    }
+}
+
+fn parse_envoy_form(object: &Map<String, Value>) -> Result<Config, ConfigError> {
+    let mut config = Config::default();
+    for (key, value) in object {
+        let path = key.as_str();
+        match path {
+            "request_headers_to_add" => config.request.add = parse_rules(path, value)?,
+            "response_headers_to_add" => config.response.add = parse_rules(path, value)?,
+            "request_headers_to_remove" => config.request.remove = parse_names(path, value)?,
+            "response_headers_to_remove" => config.response.remove = parse_names(path, value)?,
+            _ => return Err(unknown_field(path, FIELDS)),
+        }
+    }
+    Ok(config)
+}
+
+fn parse_flat_form(object: &Map<String, Value>) -> Result<Config, ConfigError> {
+    let mut add = Vec::with_capacity(object.len());
+    if object.len() > MAX_ENTRIES {
+        return Err(too_many("", object.len()));
+    }
+    for (key, value) in object {
+        let Value::String(text) = value else {
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "unknown field (accepted: {}; or a flat object whose values are all strings)",
+                    FIELDS.join(", ")
+                ),
+            ));
+        };
+        let name = HeaderName::parse(key).map_err(|reason| ConfigError::new(key, reason))?;
+        check_value(key, text)?;
+        add.push(HeaderRule {
+            name,
+            value: Format::literal(text),
+            action: AppendAction::AppendIfExistsOrAdd,
+            keep_empty_value: false,
+        });
+    }
+    Ok(Config {
+        request: Rules::default(),
+        response: Rules {
+            add,
+            remove: Vec::new(),
+        },
+    })
+}
+
+fn parse_rules(path: &str, value: &Value) -> Result<Vec<HeaderRule>, ConfigError> {
+    let items = expect_array(path, value)?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse_rule(&format!("{path}[{i}]"), item))
+        .collect()
+}
+
+fn parse_rule(path: &str, value: &Value) -> Result<HeaderRule, ConfigError> {
+    let object = expect_object(path, value)?;
+    let mut header = None;
+    let mut action = None;
+    let mut append = None;
+    let mut keep_empty_value = false;
+    for (key, value) in object {
+        let field = format!("{path}.{key}");
+        match key.as_str() {
+            "header" => header = Some(parse_header(&field, value)?),
+            "append_action" => {
+                let name = expect_string(&field, value)?;
+                action = Some(AppendAction::parse(name).ok_or_else(|| {
+                    ConfigError::new(
+                        &field,
+                        format!(
+                            "unknown append action {name:?} (accepted: {})",
+                            AppendAction::ALL.map(AppendAction::as_str).join(", ")
+                        ),
+                    )
+                })?);
+            }
+            "keep_empty_value" => keep_empty_value = expect_bool(&field, value)?,
+            "append" => append = Some(expect_bool(&field, value)?),
+            _ => return Err(unknown_field(&field, OPTION_FIELDS)),
+        }
+    }
+    let (name, value) =
+        header.ok_or_else(|| ConfigError::new(&format!("{path}.header"), "required field is missing"))?;
+    let action = match (action, append) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                &format!("{path}.append"),
+                "both append and append_action are set; use append_action only",
+            ))
+        }
+        (Some(action), None) => action,
+        (None, Some(true)) | (None, None) => AppendAction::AppendIfExistsOrAdd,
+        (None, Some(false)) => AppendAction::OverwriteIfExistsOrAdd,
+    };
+    Ok(HeaderRule {
+        name,
+        value,
+        action,
+        keep_empty_value,
+    })
+}
+
+fn parse_header(path: &str, value: &Value) -> Result<(HeaderName, Format), ConfigError> {
+    let object = expect_object(path, value)?;
+    let mut key = None;
+    let mut text = "";
+    for (field, value) in object {
+        let field_path = format!("{path}.{field}");
+        match field.as_str() {
+            "key" => key = Some(expect_string(&field_path, value)?),
+            "value" => text = expect_string(&field_path, value)?,
+            _ => return Err(unknown_field(&field_path, HEADER_FIELDS)),
+        }
+    }
+    let key_path = format!("{path}.key");
+    let key = key.ok_or_else(|| ConfigError::new(&key_path, "required field is missing"))?;
+    let name = HeaderName::parse(key).map_err(|reason| ConfigError::new(&key_path, reason))?;
+    let value_path = format!("{path}.value");
+    check_value(&value_path, text)?;
+    let format =
+        Format::parse(text).map_err(|e| ConfigError::new(&value_path, e.to_string()))?;
+    Ok((name, format))
+}
+
+fn parse_names(path: &str, value: &Value) -> Result<Vec<HeaderName>, ConfigError> {
+    let items = expect_array(path, value)?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let item_path = format!("{path}[{i}]");
+            let name = expect_string(&item_path, item)?;
+            HeaderName::parse(name).map_err(|reason| ConfigError::new(&item_path, reason))
+        })
+        .collect()
+}
+
+fn check_value(path: &str, text: &str) -> Result<(), ConfigError> {
+    if text.len() > MAX_HEADER_BYTES {
+        return Err(ConfigError::new(
+            path,
+            format!(
+                "value is {} bytes, the limit is {MAX_HEADER_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    if text.contains(['\r', '\n']) {
+        return Err(ConfigError::new(path, "contains CR/LF"));
+    }
+    if text.contains('\0') {
+        return Err(ConfigError::new(path, "contains NUL"));
+    }
+    Ok(())
+}
+
+fn expect_array<'a>(path: &str, value: &'a Value) -> Result<&'a Vec<Value>, ConfigError> {
+    match value {
+        Value::Array(items) if items.len() > MAX_ENTRIES => Err(too_many(path, items.len())),
+        Value::Array(items) => Ok(items),
+        other => Err(wrong_type(path, "an array", other)),
+    }
+}
+
+fn expect_object<'a>(path: &str, value: &'a Value) -> Result<&'a Map<String, Value>, ConfigError> {
+    match value {
+        Value::Object(object) => Ok(object),
+        other => Err(wrong_type(path, "an object", other)),
+    }
+}
+
+fn expect_string<'a>(path: &str, value: &'a Value) -> Result<&'a str, ConfigError> {
+    match value {
+        Value::String(s) => Ok(s),
+        other => Err(wrong_type(path, "a string", other)),
+    }
+}
+
+fn expect_bool(path: &str, value: &Value) -> Result<bool, ConfigError> {
+    match value {
+        Value::Bool(b) => Ok(*b),
+        other => Err(wrong_type(path, "a boolean", other)),
+    }
+}
+
+fn wrong_type(path: &str, expected: &str, got: &Value) -> ConfigError {
+    ConfigError::new(path, format!("expected {expected}, got {}", type_name(got)))
+}
+
+fn too_many(path: &str, count: usize) -> ConfigError {
+    ConfigError::new(
+        path,
+        format!("{count} entries, the limit is {MAX_ENTRIES}"),
+    )
+}
+
+fn unknown_field(path: &str, accepted: &[&str]) -> ConfigError {
+    ConfigError::new(
+        path,
+        format!("unknown field (accepted: {})", accepted.join(", ")),
+    )
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(json: &str) -> String {
+        Config::parse(json.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_input_is_an_empty_config() {
+        for input in ["", "  \n", "{}"] {
+            assert_eq!(Config::parse(input.as_bytes()).unwrap(), Config::default());
+        }
+    }
+
+    #[test]
+    fn full_envoy_form_is_parsed() {
+        let config = Config::parse(
+            br#"{
+              "request_headers_to_add": [
+                {"header": {"key": "X-Env", "value": "prod"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+              ],
+              "response_headers_to_add": [
+                {"header": {"key": "x-client", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}, "keep_empty_value": true}
+              ],
+              "request_headers_to_remove": ["X-Debug"],
+              "response_headers_to_remove": ["x-powered-by"]
+            }"#,
+        )
+        .unwrap();
+        let rule = &config.request.add[0];
+        assert_eq!(rule.name.as_str(), "x-env");
+        assert_eq!(rule.value.as_constant(), Some("prod"));
+        assert_eq!(rule.action, AppendAction::OverwriteIfExistsOrAdd);
+        let rule = &config.response.add[0];
+        assert_eq!(rule.action, AppendAction::AppendIfExistsOrAdd);
+        assert!(rule.keep_empty_value);
+        assert_eq!(rule.value.as_constant(), None);
+        assert_eq!(config.request.remove[0].as_str(), "x-debug");
+        assert_eq!(config.response.remove[0].as_str(), "x-powered-by");
+    }
+
+    #[test]
+    fn every_append_action_name_is_accepted() {
+        for action in AppendAction::ALL {
+            let json = format!(
+                r#"{{"request_headers_to_add":[{{"header":{{"key":"a","value":"b"}},"append_action":"{}"}}]}}"#,
+                action.as_str()
+            );
+            assert_eq!(Config::parse(json.as_bytes()).unwrap().request.add[0].action, action);
+        }
+    }
+
+    #[test]
+    fn deprecated_append_maps_to_actions() {
+        let parse = |append: &str| {
+            let json = format!(
+                r#"{{"request_headers_to_add":[{{"header":{{"key":"a","value":"b"}},"append":{append}}}]}}"#
+            );
+            Config::parse(json.as_bytes()).unwrap().request.add[0].action
+        };
+        assert_eq!(parse("true"), AppendAction::AppendIfExistsOrAdd);
+        assert_eq!(parse("false"), AppendAction::OverwriteIfExistsOrAdd);
+    }
+
+    #[test]
+    fn maistra_flat_form_appends_literals_to_responses() {
+        let config = Config::parse(br#"{"X-A": "1", "x-b": "50% off"}"#).unwrap();
+        assert!(config.request.add.is_empty());
+        let names: Vec<_> = config.response.add.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["x-a", "x-b"]);
+        assert_eq!(config.response.add[1].value.as_constant(), Some("50% off"));
+        assert!(config
+            .response
+            .add
+            .iter()
+            .all(|r| r.action == AppendAction::AppendIfExistsOrAdd));
+    }
+
+    #[test]
+    fn validation_errors_name_the_path_and_the_reason() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"response_headers_to_add":[{"header":{"key":"x","value":"a\r\nb"}}]}"#,
+                "response_headers_to_add[0].header.value: contains CR/LF",
+            ),
+            (
+                r#"{"response_headers_to_add":[{"header":{"key":"x","value":"a\u0000"}}]}"#,
+                "response_headers_to_add[0].header.value: contains NUL",
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":"x","value":"1"},"colour":"red"}]}"#,
+                "request_headers_to_add[0].colour: unknown field (accepted: header, append_action, keep_empty_value, append)",
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":"x","value":"1","raw_value":"eA=="}}]}"#,
+                "request_headers_to_add[0].header.raw_value: unknown field (accepted: key, value)",
+            ),
+            (
+                r#"{"request_headers_to_add":[],"extra":1}"#,
+                "extra: unknown field (accepted: request_headers_to_add, response_headers_to_add, request_headers_to_remove, response_headers_to_remove)",
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":"bad name","value":"1"}}]}"#,
+                r#"request_headers_to_add[0].header.key: "bad name" is not a valid header name (RFC 9110 token characters only)"#,
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":"","value":"1"}}]}"#,
+                "request_headers_to_add[0].header.key: header name must not be empty",
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":":path","value":"/"}}]}"#,
+                r#"request_headers_to_add[0].header.key: ":path": :-prefixed or host headers may not be modified"#,
+            ),
+            (
+                r#"{"request_headers_to_remove":["Host"]}"#,
+                r#"request_headers_to_remove[0]: "Host": :-prefixed or host headers may not be modified"#,
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":"x","value":"%FOO%"}}]}"#,
+                "request_headers_to_add[0].header.value: unknown formatter %FOO% at byte 0",
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":"x","value":"100%"}}]}"#,
+                "request_headers_to_add[0].header.value: unterminated formatter at byte 3 (write %% for a literal percent)",
+            ),
+            (
+                r#"{"request_headers_to_add":{"header":{}}}"#,
+                "request_headers_to_add: expected an array, got an object",
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":"x","value":1}}]}"#,
+                "request_headers_to_add[0].header.value: expected a string, got a number",
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":"x"},"keep_empty_value":"yes"}]}"#,
+                "request_headers_to_add[0].keep_empty_value: expected a boolean, got a string",
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":"x"},"append_action":"APPEND"}]}"#,
+                r#"request_headers_to_add[0].append_action: unknown append action "APPEND" (accepted: APPEND_IF_EXISTS_OR_ADD, ADD_IF_ABSENT, OVERWRITE_IF_EXISTS_OR_ADD, OVERWRITE_IF_EXISTS)"#,
+            ),
+            (
+                r#"{"request_headers_to_add":[{"append_action":"ADD_IF_ABSENT"}]}"#,
+                "request_headers_to_add[0].header: required field is missing",
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"value":"v"}}]}"#,
+                "request_headers_to_add[0].header.key: required field is missing",
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":"x"},"append":true,"append_action":"ADD_IF_ABSENT"}]}"#,
+                "request_headers_to_add[0].append: both append and append_action are set; use append_action only",
+            ),
+            (
+                r#"{"response_headers_to_remove":[7]}"#,
+                "response_headers_to_remove[0]: expected a string, got a number",
+            ),
+            (
+                r#"{"x-a":"1","x-b":{"nested":true}}"#,
+                "x-b: unknown field (accepted: request_headers_to_add, response_headers_to_add, request_headers_to_remove, response_headers_to_remove; or a flat object whose values are all strings)",
+            ),
+            (r#"{"x a":"1"}"#, r#"x a: "x a" is not a valid header name (RFC 9110 token characters only)"#),
+            (r#"{"x-a":"1\n"}"#, "x-a: contains CR/LF"),
+            (r#"["x"]"#, "configuration must be a JSON object, got an array"),
+            (r#"{"a":"#, "invalid JSON: EOF while parsing a value at line 1 column 5"),
+        ];
+        for (json, expected) in cases {
+            let got = error(json);
+            assert!(got.starts_with(expected), "{json}\n  got:      {got}\n  expected: {expected}");
+        }
+    }
+
+    #[test]
+    fn oversized_inputs_are_refused() {
+        let big = vec![b' '; MAX_CONFIG_BYTES + 1];
+        assert!(Config::parse(&big).unwrap_err().reason.contains("the limit is 262144"));
+        let long = "v".repeat(MAX_HEADER_BYTES + 1);
+        let json = format!(r#"{{"request_headers_to_add":[{{"header":{{"key":"x","value":"{long}"}}}}]}}"#);
+        assert_eq!(
+            error(&json),
+            "request_headers_to_add[0].header.value: value is 16385 bytes, the limit is 16384"
+        );
+        let many = format!(r#"{{"request_headers_to_remove":[{}]}}"#, vec![r#""x""#; MAX_ENTRIES + 1].join(","));
+        assert_eq!(error(&many), "request_headers_to_remove: 1001 entries, the limit is 1000");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(error(&deep).starts_with("invalid JSON: recursion limit exceeded"));
+    }
+
+    #[test]
+    fn canonical_json_round_trips() {
+        let config = Config::parse(
+            br#"{"request_headers_to_add":[{"header":{"key":"a","value":"%%%REQ(b?c):3%"},"append_action":"ADD_IF_ABSENT"}],
+                "response_headers_to_remove":["z"]}"#,
+        )
+        .unwrap();
+        assert_eq!(Config::parse(config.to_json().as_bytes()).unwrap(), config);
+        let flat = Config::parse(br#"{"x-a":"100%"}"#).unwrap();
+        assert_eq!(Config::parse(flat.to_json().as_bytes()).unwrap(), flat);
+    }
+}

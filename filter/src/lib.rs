@@ -1,6 +1,19 @@
-//! Header filter: a pure core (config -> plan -> apply) plus thin proxy-wasm glue.
+//! A proxy-wasm HTTP filter that adds, overwrites and removes request and
+//! response headers with Envoy's own semantics (`request_headers_to_add`,
+//! `append_action`, `%REQ(..)%`...).
+//!
+//! The crate is a pure core — [`config`] (the JSON shape and its
+//! validation), [`format`] (the `%...%` language) and [`plan`] (what runs per
+//! request) — plus, in the Wasm build only, the proxy-wasm glue in `proxy`.
+//! The core builds and is tested on the host; the packager uses it to
+//! validate configurations offline.
+
 pub mod config;
+pub mod format;
 pub mod plan;
 
-pub use config::ConfigError;
+#[cfg(target_arch = "wasm32")]
+mod proxy;
+
+pub use config::{Config, ConfigError};
 pub use plan::Plan;
