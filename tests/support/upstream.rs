@@ -1,0 +1,156 @@
+//! The echo upstream: a real HTTP/1.1 server on `127.0.0.1:0` that answers
+//! every request with the request headers it received, so tests can see what
+//! the filter did to the request after Envoy forwarded it.
+//!
+//! Reply: `200`, `content-type: application/json`, body the JSON array of
+//! `[name, value]` pairs of the request headers in order (multiplicity kept,
+//! names lower-cased). Each request header `x-respond-<name>: <value>` adds a
+//! response header `<name>: <value>` (so tests can make the upstream send,
+//! say, `x-powered-by`), and `x-upstream: echo` is always added.
+//! Keep-alive is supported; it must not interpret anything else.
+
+use crate::wire::{self, Framing};
+use std::io::{self, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+const RESPOND_PREFIX: &str = "x-respond-";
+
+/// A running echo server; stops (and closes its connections) on drop.
+pub struct EchoUpstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    stopping: AtomicBool,
+    requests: AtomicUsize,
+    connections: Mutex<Vec<TcpStream>>,
+}
+
+impl EchoUpstream {
+    /// Binds `127.0.0.1:0` and serves on background threads.
+    ///
+    /// # Panics
+    /// When loopback cannot be bound.
+    pub fn start() -> EchoUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the echo upstream");
+        let addr = listener.local_addr().expect("echo upstream address");
+        let shared = Arc::new(Shared {
+            stopping: AtomicBool::new(false),
+            requests: AtomicUsize::new(0),
+            connections: Mutex::new(Vec::new()),
+        });
+        let acceptor = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name(format!("echo-upstream-{}", addr.port()))
+                .spawn(move || accept_loop(listener, shared))
+                .expect("spawning the echo upstream thread")
+        };
+        EchoUpstream {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// The listening address (`127.0.0.1:<port>`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The listening port, for `{{UPSTREAM_PORT}}` in Envoy configs.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// How many requests have been answered so far.
+    pub fn request_count(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for EchoUpstream {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // Wake the blocking accept so the thread sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        // Unblock connection threads parked in read(); they then exit.
+        if let Ok(connections) = self.shared.connections.lock() {
+            for stream in connections.iter() {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        if let (Ok(clone), Ok(mut connections)) = (stream.try_clone(), shared.connections.lock()) {
+            connections.push(clone);
+        }
+        let shared = Arc::clone(&shared);
+        let _ = std::thread::Builder::new()
+            .name("echo-upstream-conn".to_string())
+            .spawn(move || {
+                // A peer that goes away mid-request is not the test's concern.
+                let _ = serve(stream, &shared);
+            });
+    }
+}
+
+fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
+    let mut reader = BufReader::new(&stream);
+    let mut writer = &stream;
+    while let Some(head) = wire::read_head(&mut reader)? {
+        let framing = Framing::of(&head, Framing::Empty)?;
+        wire::read_body(&mut reader, framing)?;
+
+        let http10 = head.start_line.ends_with("HTTP/1.0");
+        let close = head.has_token("connection", "close")
+            || (http10 && !head.has_token("connection", "keep-alive"));
+
+        let received: Vec<(String, String)> = head
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+            .collect();
+        let body = serde_json::to_vec(&received).map_err(io::Error::other)?;
+
+        let mut response = String::from("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n");
+        response.push_str(&format!("content-length: {}\r\n", body.len()));
+        for (name, value) in &received {
+            if let Some(respond) = name.strip_prefix(RESPOND_PREFIX) {
+                if !respond.is_empty() {
+                    response.push_str(&format!("{respond}: {value}\r\n"));
+                }
+            }
+        }
+        response.push_str("x-upstream: echo\r\n");
+        if close {
+            response.push_str("connection: close\r\n");
+        }
+        response.push_str("\r\n");
+        writer.write_all(response.as_bytes())?;
+        if !head.start_line.starts_with("HEAD ") {
+            writer.write_all(&body)?;
+        }
+        writer.flush()?;
+        shared.requests.fetch_add(1, Ordering::SeqCst);
+        if close {
+            break;
+        }
+    }
+    Ok(())
+}
