@@ -333,8 +333,8 @@ fn parse_rule(path: &str, value: &Value) -> Result<HeaderRule, ConfigError> {
             _ => return Err(unknown_field(&field, OPTION_FIELDS)),
         }
     }
-    let (name, value) =
-        header.ok_or_else(|| ConfigError::new(&format!("{path}.header"), "required field is missing"))?;
+    let (name, value) = header
+        .ok_or_else(|| ConfigError::new(&format!("{path}.header"), "required field is missing"))?;
     let action = match (action, append) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
@@ -371,8 +371,7 @@ fn parse_header(path: &str, value: &Value) -> Result<(HeaderName, Format), Confi
     let name = HeaderName::parse(key).map_err(|reason| ConfigError::new(&key_path, reason))?;
     let value_path = format!("{path}.value");
     check_value(&value_path, text)?;
-    let format =
-        Format::parse(text).map_err(|e| ConfigError::new(&value_path, e.to_string()))?;
+    let format = Format::parse(text).map_err(|e| ConfigError::new(&value_path, e.to_string()))?;
     Ok((name, format))
 }
 
@@ -442,10 +441,7 @@ fn wrong_type(path: &str, expected: &str, got: &Value) -> ConfigError {
 }
 
 fn too_many(path: &str, count: usize) -> ConfigError {
-    ConfigError::new(
-        path,
-        format!("{count} entries, the limit is {MAX_ENTRIES}"),
-    )
+    ConfigError::new(path, format!("{count} entries, the limit is {MAX_ENTRIES}"))
 }
 
 fn unknown_field(path: &str, accepted: &[&str]) -> ConfigError {
@@ -515,7 +511,10 @@ mod tests {
                 r#"{{"request_headers_to_add":[{{"header":{{"key":"a","value":"b"}},"append_action":"{}"}}]}}"#,
                 action.as_str()
             );
-            assert_eq!(Config::parse(json.as_bytes()).unwrap().request.add[0].action, action);
+            assert_eq!(
+                Config::parse(json.as_bytes()).unwrap().request.add[0].action,
+                action
+            );
         }
     }
 
@@ -535,7 +534,12 @@ mod tests {
     fn maistra_flat_form_appends_literals_to_responses() {
         let config = Config::parse(br#"{"X-A": "1", "x-b": "50% off"}"#).unwrap();
         assert!(config.request.add.is_empty());
-        let names: Vec<_> = config.response.add.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<_> = config
+            .response
+            .add
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
         assert_eq!(names, ["x-a", "x-b"]);
         assert_eq!(config.response.add[1].value.as_constant(), Some("50% off"));
         assert!(config
@@ -635,22 +639,36 @@ mod tests {
         ];
         for (json, expected) in cases {
             let got = error(json);
-            assert!(got.starts_with(expected), "{json}\n  got:      {got}\n  expected: {expected}");
+            assert!(
+                got.starts_with(expected),
+                "{json}\n  got:      {got}\n  expected: {expected}"
+            );
         }
     }
 
     #[test]
     fn oversized_inputs_are_refused() {
         let big = vec![b' '; MAX_CONFIG_BYTES + 1];
-        assert!(Config::parse(&big).unwrap_err().reason.contains("the limit is 262144"));
+        assert!(Config::parse(&big)
+            .unwrap_err()
+            .reason
+            .contains("the limit is 262144"));
         let long = "v".repeat(MAX_HEADER_BYTES + 1);
-        let json = format!(r#"{{"request_headers_to_add":[{{"header":{{"key":"x","value":"{long}"}}}}]}}"#);
+        let json = format!(
+            r#"{{"request_headers_to_add":[{{"header":{{"key":"x","value":"{long}"}}}}]}}"#
+        );
         assert_eq!(
             error(&json),
             "request_headers_to_add[0].header.value: value is 16385 bytes, the limit is 16384"
         );
-        let many = format!(r#"{{"request_headers_to_remove":[{}]}}"#, vec![r#""x""#; MAX_ENTRIES + 1].join(","));
-        assert_eq!(error(&many), "request_headers_to_remove: 1001 entries, the limit is 1000");
+        let many = format!(
+            r#"{{"request_headers_to_remove":[{}]}}"#,
+            vec![r#""x""#; MAX_ENTRIES + 1].join(",")
+        );
+        assert_eq!(
+            error(&many),
+            "request_headers_to_remove: 1001 entries, the limit is 1000"
+        );
     }
 
     #[test]

@@ -53,7 +53,10 @@ pub enum Command {
         max_len: Option<usize>,
     },
     /// An address or protocol of the stream; `strip_port` drops `:port`.
-    Property { property: Property, strip_port: bool },
+    Property {
+        property: Property,
+        strip_port: bool,
+    },
 }
 
 /// A piece of a parsed value.
@@ -72,9 +75,18 @@ pub struct Format {
 /// Why a value could not be parsed; the position is a byte offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormatError {
-    Unterminated { at: usize },
-    Unknown { at: usize, command: String },
-    BadArgument { at: usize, command: String, reason: &'static str },
+    Unterminated {
+        at: usize,
+    },
+    Unknown {
+        at: usize,
+        command: String,
+    },
+    BadArgument {
+        at: usize,
+        command: String,
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for FormatError {
@@ -89,7 +101,11 @@ impl fmt::Display for FormatError {
                 "unknown formatter %{command}% at byte {at} (supported: {})",
                 SUPPORTED.join(", ")
             ),
-            FormatError::BadArgument { at, command, reason } => {
+            FormatError::BadArgument {
+                at,
+                command,
+                reason,
+            } => {
                 write!(f, "formatter %{command}% at byte {at}: {reason}")
             }
         }
@@ -447,7 +463,9 @@ mod tests {
             map.get(name).map(|v| v.as_bytes().to_vec())
         }
         fn property(&self, property: Property) -> Option<Vec<u8>> {
-            self.properties.get(&property).map(|v| v.as_bytes().to_vec())
+            self.properties
+                .get(&property)
+                .map(|v| v.as_bytes().to_vec())
         }
     }
 
@@ -518,7 +536,10 @@ mod tests {
             "10.1.2.3"
         );
         assert_eq!(render("%DOWNSTREAM_LOCAL_ADDRESS%", side), "[::1]:10000");
-        assert_eq!(render("%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%", side), "::1");
+        assert_eq!(
+            render("%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%", side),
+            "::1"
+        );
         assert_eq!(render("%PROTOCOL%", side), "HTTP/1.1");
         assert_eq!(render("%UPSTREAM_REMOTE_ADDRESS%", side), "127.0.0.1:8080");
         assert_eq!(
@@ -542,7 +563,9 @@ mod tests {
                 command: "START_TIME".into()
             }
         );
-        assert!(err.to_string().starts_with("unknown formatter %START_TIME% at byte 2"));
+        assert!(err
+            .to_string()
+            .starts_with("unknown formatter %START_TIME% at byte 2"));
     }
 
     #[test]
@@ -559,11 +582,14 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_errors() {
-        for input in ["%REQ(bad name)%", "%REQ()%", "%REQ(x):abc%", "%REQ(x)abc%", "%REQ(a?)%"] {
-            assert!(
-                Format::parse(input).is_err(),
-                "{input} should be refused"
-            );
+        for input in [
+            "%REQ(bad name)%",
+            "%REQ()%",
+            "%REQ(x):abc%",
+            "%REQ(x)abc%",
+            "%REQ(a?)%",
+        ] {
+            assert!(Format::parse(input).is_err(), "{input} should be refused");
         }
         assert!(Format::parse("%PROTOCOL_WITHOUT_PORT%").is_err());
         assert!(Format::parse("%FOO(x)%").is_err());

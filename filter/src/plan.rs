@@ -104,7 +104,12 @@ impl Plan {
     }
 
     /// Applies the rules of `side` to the stream.
-    pub fn apply<H: Host + ?Sized>(&self, side: Side, host: &mut H, scratch: &mut Scratch) -> Outcome {
+    pub fn apply<H: Host + ?Sized>(
+        &self,
+        side: Side,
+        host: &mut H,
+        scratch: &mut Scratch,
+    ) -> Outcome {
         self.side(side).apply(host, scratch)
     }
 
@@ -119,11 +124,7 @@ impl Plan {
 impl SidePlan {
     fn compile(config: &Config, side: Side) -> SidePlan {
         let rules_in = config.rules(side);
-        let rules: Vec<Rule> = rules_in
-            .add
-            .iter()
-            .filter_map(|rule| Rule::compile(rule))
-            .collect();
+        let rules: Vec<Rule> = rules_in.add.iter().filter_map(Rule::compile).collect();
         let staged = rules.iter().any(|rule| {
             matches!(
                 rule.action,
@@ -132,7 +133,11 @@ impl SidePlan {
         });
         SidePlan {
             side,
-            remove: rules_in.remove.iter().map(|n| n.as_str().to_string()).collect(),
+            remove: rules_in
+                .remove
+                .iter()
+                .map(|n| n.as_str().to_string())
+                .collect(),
             rules,
             staged,
         }
@@ -244,7 +249,13 @@ impl Rule {
         !value.is_empty() || self.keep_empty_value
     }
 
-    fn write<H: Host + ?Sized>(&self, side: Side, host: &mut H, value: &[u8], outcome: &mut Outcome) {
+    fn write<H: Host + ?Sized>(
+        &self,
+        side: Side,
+        host: &mut H,
+        value: &[u8],
+        outcome: &mut Outcome,
+    ) {
         // Request data can reach a value through a formatter; whatever it
         // holds, it never splits a header. (Constants were checked at parse.)
         if value.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
@@ -298,7 +309,10 @@ mod tests {
 
     impl Reader for FakeStream {
         fn header(&self, of: Side, name: &str) -> Option<Vec<u8>> {
-            self.map(of).iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+            self.map(of)
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
         }
         fn property(&self, property: Property) -> Option<Vec<u8>> {
             match property {
@@ -379,14 +393,23 @@ mod tests {
                 AddIfAbsent => &["old"],
                 OverwriteIfExistsOrAdd | OverwriteIfExists => &["f-v"],
             };
-            assert_eq!(s.values(Side::Request, "x-h"), expected, "{}", action.as_str());
+            assert_eq!(
+                s.values(Side::Request, "x-h"),
+                expected,
+                "{}",
+                action.as_str()
+            );
         }
     }
 
     #[test]
     fn overwrite_replaces_every_existing_entry() {
         let mut s = stream(&[("x-h", "a"), ("x-h", "b")]);
-        run(&one_rule(AppendAction::OverwriteIfExistsOrAdd, "c"), Side::Request, &mut s);
+        run(
+            &one_rule(AppendAction::OverwriteIfExistsOrAdd, "c"),
+            Side::Request,
+            &mut s,
+        );
         assert_eq!(s.values(Side::Request, "x-h"), ["c"]);
     }
 
@@ -397,7 +420,14 @@ mod tests {
             "request_headers_to_add":[{"header":{"key":"x-h","value":"new"},"append_action":"ADD_IF_ABSENT"}]}"#;
         let outcome = run(config, Side::Request, &mut s);
         assert_eq!(s.values(Side::Request, "x-h"), ["new"]);
-        assert_eq!(outcome, Outcome { written: 1, removed: 1, refused: 0 });
+        assert_eq!(
+            outcome,
+            Outcome {
+                written: 1,
+                removed: 1,
+                refused: 0
+            }
+        );
     }
 
     #[test]
@@ -460,7 +490,8 @@ mod tests {
     #[test]
     fn request_data_cannot_split_a_header() {
         let mut s = stream(&[("x-evil", "a\r\nx-injected: 1")]);
-        let config = r#"{"request_headers_to_add":[{"header":{"key":"x-copy","value":"%REQ(x-evil)%"}}]}"#;
+        let config =
+            r#"{"request_headers_to_add":[{"header":{"key":"x-copy","value":"%REQ(x-evil)%"}}]}"#;
         let outcome = run(config, Side::Request, &mut s);
         assert!(s.values(Side::Request, "x-copy").is_empty());
         assert_eq!(outcome.refused, 1);
@@ -484,7 +515,10 @@ mod tests {
         let plan = Plan::from_json(b"").unwrap();
         let mut s = stream(&[("a", "b")]);
         let before = s.clone().request;
-        assert_eq!(plan.apply(Side::Request, &mut s, &mut Scratch::new()), Outcome::default());
+        assert_eq!(
+            plan.apply(Side::Request, &mut s, &mut Scratch::new()),
+            Outcome::default()
+        );
         assert_eq!(s.request, before);
         assert!(!plan.touches(Side::Request) && !plan.touches(Side::Response));
     }
