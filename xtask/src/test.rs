@@ -23,8 +23,11 @@ pub fn run(cargo_test_args: &[String]) -> Result<ExitCode> {
     let path: OsString = std::env::join_paths(path).context("PATH holds an invalid entry")?;
 
     let mut cargo_test = command::cargo();
+    cargo_test.arg("test");
+    if !selects_packages(cargo_test_args) {
+        cargo_test.arg("--workspace");
+    }
     cargo_test
-        .args(["test", "--workspace"])
         .args(cargo_test_args)
         .current_dir(paths::repo_root())
         .env("ENVOY_BIN", &envoy)
@@ -39,6 +42,19 @@ pub fn run(cargo_test_args: &[String]) -> Result<ExitCode> {
         Some(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
         None => bail!("cargo test was killed by a signal"),
     }
+}
+
+/// Whether the caller chose packages themselves (`-p e2e`, `--package=x`,
+/// `--workspace`); cargo would otherwise let `--workspace` override `-p`.
+/// Only arguments before a `--` are cargo's.
+fn selects_packages(args: &[String]) -> bool {
+    args.iter()
+        .take_while(|arg| arg.as_str() != "--")
+        .any(|arg| {
+            matches!(arg.as_str(), "-p" | "--package" | "--workspace" | "--all")
+                || arg.starts_with("--package=")
+                || (arg.starts_with("-p") && !arg.starts_with("--"))
+        })
 }
 
 /// Builds `extpack` when the packager crate exists; returns its binary.
@@ -60,4 +76,26 @@ fn build_extpack() -> Result<Option<std::path::PathBuf>> {
             .current_dir(paths::repo_root()),
     )?;
     Ok(Some(paths::extpack_bin()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selects_packages;
+
+    #[test]
+    fn workspace_is_added_only_when_no_package_is_chosen() {
+        let cases: &[(&[&str], bool)] = &[
+            (&[], false),
+            (&["--test", "harness_smoke"], false),
+            (&["-p", "e2e"], true),
+            (&["-pe2e"], true),
+            (&["--package=e2e"], true),
+            (&["--workspace"], true),
+            (&["--", "-p"], false),
+        ];
+        for (args, expected) in cases {
+            let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+            assert_eq!(selects_packages(&args), *expected, "{args:?}");
+        }
+    }
 }
