@@ -2,6 +2,6 @@
 
 /// Placeholder until the demo job is implemented.
 pub fn run() -> anyhow::Result<()> {
-    println!("demo: not yet");
+    say!("demo: not yet");
     Ok(())
 }

@@ -32,7 +32,7 @@ pub fn build_filter() -> Result<PathBuf> {
     let size = std::fs::metadata(&module)
         .with_context(|| format!("reading {}", module.display()))?
         .len();
-    println!("build-filter: {} ({size} bytes)", module.display());
+    say!("build-filter: {} ({size} bytes)", module.display());
     Ok(module)
 }
 

@@ -3,6 +3,15 @@
 //! This file only dispatches; each job lives in its own module. Errors are
 //! printed as one line on stderr with a non-zero exit, never as a panic.
 
+/// `println!` that ignores a closed stdout (`cargo xtask setup | head`)
+/// instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod command;
 mod demo;
 mod filter;
@@ -19,7 +28,8 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("xtask: error: {err:#}");
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "xtask: error: {err:#}");
             ExitCode::FAILURE
         }
     }
@@ -53,7 +63,7 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "-h" | "--help" | "help" => {
-            println!("{USAGE}");
+            say!("{USAGE}");
             Ok(ExitCode::SUCCESS)
         }
         other => anyhow::bail!("unknown job `{other}`; {USAGE}"),

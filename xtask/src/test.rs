@@ -67,7 +67,7 @@ fn build_extpack() -> Result<Option<std::path::PathBuf>> {
         })
         .unwrap_or(false);
     if !declares_extpack {
-        println!("test: no extpack package, skipping its build");
+        say!("test: no extpack package, skipping its build");
         return Ok(None);
     }
     command::streamed(
