@@ -1,0 +1,482 @@
+//! The command line: argument parsing (clap), turning arguments into library
+//! calls, and printing. No packaging logic lives here.
+//!
+//! Errors come back as `anyhow` chains; `main` prints them as one
+//! `error: ...` line and exits non-zero.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::image::{Format, Image, Inspection};
+use crate::layer;
+use crate::manifest::{ManifestInput, ScalarText};
+use crate::output;
+use crate::package::{self, BuildInputs};
+use crate::registry::{self, Credentials, Options};
+
+/// Package proxy-wasm modules as extension images for Maistra and Istio.
+#[derive(Debug, Parser)]
+#[command(name = "extpack", version, propagate_version = true)]
+#[command(
+    long_about = "Package proxy-wasm modules as extension images for Maistra and Istio.
+
+The image holds manifest.yaml (Maistra schemaVersion 1) and plugin.wasm in one
+tar+gzip layer (the \"compat\" format, default), or the runtime config and the
+raw module as two layers (the \"artifact\" format). Both load in Istio's
+WasmPlugin; compat also loads in Maistra's ServiceMeshExtension.
+
+Typical use:
+  extpack validate filter.wasm --config config.json
+  extpack build filter.wasm --name header-filter --phase PostAuthZ --priority 10 \\
+      --version 1.0.0 --output image/
+  extpack push image/ --tag registry.example.com/filters/header-filter:1.0.0
+  extpack publish filter.wasm --manifest manifest.yaml --tag REGISTRY/REPO:TAG"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image as an OCI layout folder or OCI archive
+    #[command(
+        long_about = "Build an image as an OCI image layout folder (--output) or an OCI \
+archive (--archive). The module is validated first (WebAssembly, proxy-wasm ABI exports), and \
+nothing is written when anything is wrong. The same inputs and SOURCE_DATE_EPOCH give the same \
+digest.
+
+Example:
+  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) \\
+  extpack build filter.wasm --name header-filter --phase PostAuthZ --priority 10 \\
+      --version 1.0.0 --docs docs/ --config config.json --output image/
+  skopeo copy oci:image:1.0.0 docker://registry.example.com/filters/header-filter:1.0.0"
+    )]
+    Build {
+        #[command(flatten)]
+        inputs: BuildArgs,
+        #[command(flatten)]
+        dest: Destination,
+    },
+    /// Push a built layout folder or archive to a registry
+    #[command(
+        long_about = "Push an OCI layout folder or OCI archive made by `extpack build` to \
+an OCI registry. The manifest is pushed byte for byte, so the registry digest is the local one.
+
+Example:
+  extpack push image/ --tag 127.0.0.1:5000/filters/header-filter:1.0.0 --plain-http
+  echo \"$TOKEN\" | extpack push image.tar --tag quay.io/me/header-filter:1.0.0 \\
+      --username me --password-stdin"
+    )]
+    Push {
+        /// The layout folder or archive (PATH or PATH:TAG)
+        source: String,
+        /// Where to push: REGISTRY/REPOSITORY:TAG
+        #[arg(long, value_name = "REF")]
+        tag: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Build and push in one step (nothing is written locally)
+    #[command(
+        long_about = "Build an image and push it in one step; takes every `build` flag \
+except the destination.
+
+Example (CI):
+  extpack publish target/wasm32-wasip1/release/filter.wasm --manifest manifest.yaml \\
+      --version \"$GIT_TAG\" --tag ghcr.io/acme/header-filter:\"$GIT_TAG\""
+    )]
+    Publish {
+        #[command(flatten)]
+        inputs: BuildArgs,
+        /// Where to push: REGISTRY/REPOSITORY:TAG
+        #[arg(long, value_name = "REF")]
+        tag: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Show an image's format, digests and manifest.yaml
+    #[command(
+        long_about = "Show an image's format, manifest digest, layers, manifest.yaml and \
+module, from a layout folder, an archive or a registry. Every digest is verified.
+
+Example:
+  extpack inspect image/
+  extpack inspect 127.0.0.1:5000/filters/header-filter:1.0.0 --plain-http --json | jq .module"
+    )]
+    Inspect {
+        /// A layout folder, archive (PATH or PATH:TAG) or REGISTRY/REPOSITORY:TAG
+        source: String,
+        /// Print JSON for scripts
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Write the module back out of an image
+    #[command(
+        long_about = "Write the module out of an image, found the way Istio's fetcher \
+finds it (last layer's plugin.wasm, or the Wasm content layer). Digests are verified and the \
+layer is read with hardened extraction (no absolute paths, '..', links or oversized entries).
+
+Example:
+  extpack extract 127.0.0.1:5000/filters/header-filter:1.0.0 --plain-http --output filter.wasm"
+    )]
+    Extract {
+        /// A layout folder, archive (PATH or PATH:TAG) or REGISTRY/REPOSITORY:TAG
+        source: String,
+        /// The module file to write
+        #[arg(long, short, value_name = "FILE.wasm")]
+        output: PathBuf,
+        /// Replace an existing output
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Check a module (and optionally a filter config) without building
+    #[command(
+        long_about = "Check that a module is WebAssembly and exports the proxy-wasm ABI \
+(proxy_abi_version_*, proxy_on_memory_allocate or malloc, memory); with --config, validate a \
+filter configuration with the filter's own code and print what Envoy would log.
+
+Example:
+  extpack validate filter.wasm --config config.json"
+    )]
+    Validate {
+        /// The module
+        module: PathBuf,
+        /// A filter configuration (JSON) to validate offline
+        #[arg(long, value_name = "FILE.json")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    /// One tar+gzip layer with manifest.yaml and plugin.wasm (Maistra and Istio)
+    Compat,
+    /// Two layers: runtime config and raw module (Wasm image spec "oci" variant)
+    Artifact,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Compat => Format::Compat,
+            FormatArg::Artifact => Format::Artifact,
+        }
+    }
+}
+
+/// What goes into the image.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The proxy-wasm module (or `module:` in --manifest)
+    pub module: Option<PathBuf>,
+    /// Read name, description, version, phase, priority and module from a
+    /// Maistra manifest.yaml; flags win
+    #[arg(long, value_name = "FILE.yaml")]
+    pub manifest: Option<PathBuf>,
+    /// Extension name: a DNS-1123 label (lower-case letters, digits, '-')
+    #[arg(long)]
+    pub name: Option<String>,
+    /// PreAuthN, PostAuthN, PreAuthZ, PostAuthZ, PreStats or PostStats
+    #[arg(long)]
+    pub phase: Option<String>,
+    /// Integer; higher runs first within a phase
+    #[arg(long, allow_hyphen_values = true)]
+    pub priority: Option<String>,
+    /// Version, also the tag in the layout (default: latest)
+    #[arg(long = "version", value_name = "VERSION", id = "ext_version")]
+    pub version: Option<String>,
+    /// One-line description
+    #[arg(long)]
+    pub description: Option<String>,
+    /// A folder added to the image as docs/
+    #[arg(long, value_name = "DIR")]
+    pub docs: Option<PathBuf>,
+    /// Validate this filter configuration (JSON) before building
+    #[arg(long, value_name = "FILE.json")]
+    pub config: Option<PathBuf>,
+    /// Root context id for the runtime config (repeatable)
+    #[arg(long = "root-id", value_name = "ID")]
+    pub root_ids: Vec<String>,
+    /// Image format
+    #[arg(long, value_enum, default_value = "compat")]
+    pub format: FormatArg,
+}
+
+/// Where `build` writes.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Destination {
+    /// Write an OCI image layout folder
+    #[arg(long, short, value_name = "DIR", group = "dest")]
+    pub output: Option<PathBuf>,
+    /// Write an OCI archive (a tar of the layout, as skopeo's oci-archive: reads)
+    #[arg(long, value_name = "FILE.tar", group = "dest")]
+    pub archive: Option<PathBuf>,
+    /// Replace an existing output
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// How to reach a registry.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Use plain HTTP (local registries without TLS)
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Registry user name (default: Docker config.json credentials)
+    #[arg(long, requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the registry password or token from standard input
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> Result<Options> {
+        let credentials = match &self.username {
+            Some(username) => {
+                let mut password = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut password)
+                    .context("reading the password from standard input")?;
+                let password = password.trim_end_matches(['\r', '\n']).to_string();
+                if password.is_empty() {
+                    bail!("--password-stdin: standard input was empty: pipe the password in");
+                }
+                Credentials::Basic {
+                    username: username.clone(),
+                    password,
+                }
+            }
+            None => Credentials::DockerConfig,
+        };
+        Ok(Options {
+            plain_http: self.plain_http,
+            credentials,
+            progress: std::io::stderr().is_terminal(),
+        })
+    }
+}
+
+impl BuildArgs {
+    fn inputs(&self) -> Result<BuildInputs> {
+        Ok(BuildInputs {
+            module: self.module.clone(),
+            flags: ManifestInput {
+                schema_version: None,
+                name: self.name.clone(),
+                description: self.description.clone(),
+                version: self.version.clone().map(ScalarText),
+                phase: self.phase.clone(),
+                priority: self.priority.clone().map(ScalarText),
+                module: None,
+            },
+            manifest_file: self.manifest.clone(),
+            docs: self.docs.clone(),
+            config: self.config.clone(),
+            root_ids: self.root_ids.clone(),
+            format: Some(self.format.into()),
+            epoch: layer::source_date_epoch()?,
+        })
+    }
+
+    fn image(&self) -> Result<Image> {
+        let inputs = self.inputs()?;
+        let pkg = package::prepare(&inputs)?;
+        Ok(Image::build(&pkg)?)
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// A local layout/archive (`PATH` or `PATH:TAG`), or a registry reference.
+enum Source {
+    Local(PathBuf, Option<String>),
+    Remote(registry::ImageRef),
+}
+
+fn source(text: &str) -> Result<Source> {
+    let path = Path::new(text);
+    if path.exists() {
+        return Ok(Source::Local(path.to_path_buf(), None));
+    }
+    if let Some((p, tag)) = text.rsplit_once(':') {
+        if !p.is_empty() && Path::new(p).exists() {
+            return Ok(Source::Local(PathBuf::from(p), Some(tag.to_string())));
+        }
+    }
+    if !text.contains('/') || text.starts_with('.') || text.starts_with('/') {
+        bail!(
+            "{text:?} is neither an existing layout folder or archive nor a registry reference \
+             (REGISTRY/REPOSITORY:TAG)"
+        );
+    }
+    Ok(Source::Remote(registry::parse_reference(text)?))
+}
+
+fn load(text: &str, args: &RegistryArgs) -> Result<Image> {
+    match source(text)? {
+        Source::Local(path, tag) => Ok(Image::read_path(&path, tag.as_deref())?),
+        Source::Remote(reference) => {
+            let opts = args.options()?;
+            Ok(runtime()?.block_on(registry::pull(&reference, &opts))?)
+        }
+    }
+}
+
+fn push(image: &Image, tag: &str, args: &RegistryArgs) -> Result<()> {
+    let reference = registry::parse_reference(tag)?;
+    let opts = args.options()?;
+    let digest = runtime()?.block_on(registry::push(image, &reference, &opts))?;
+    println!("pushed {}@{digest}", reference.whole());
+    Ok(())
+}
+
+/// Runs a parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Build { inputs, dest } => {
+            let image = inputs.image()?;
+            let format = image.format()?;
+            let tag = image.ref_name.clone().unwrap_or_default();
+            let path = if let Some(dir) = &dest.output {
+                image.write_layout(dir, dest.force)?;
+                dir
+            } else {
+                let file = dest.archive.as_ref().expect("clap requires a destination");
+                image.write_archive(file, layer::source_date_epoch()?, dest.force)?;
+                file
+            };
+            println!(
+                "built {format} image {} (tag {tag}) in {}",
+                image.manifest_digest,
+                path.display()
+            );
+        }
+        Command::Push {
+            source: src,
+            tag,
+            registry,
+        } => {
+            let image = match source(&src)? {
+                Source::Local(path, t) => Image::read_path(&path, t.as_deref())?,
+                Source::Remote(_) => bail!(
+                    "{src:?} is not an existing layout folder or archive: build one with `extpack build`"
+                ),
+            };
+            push(&image, &tag, &registry)?;
+        }
+        Command::Publish {
+            inputs,
+            tag,
+            registry,
+        } => {
+            registry::parse_reference(&tag)?;
+            let image = inputs.image()?;
+            push(&image, &tag, &registry)?;
+        }
+        Command::Inspect {
+            source,
+            json,
+            registry,
+        } => {
+            let image = load(&source, &registry)?;
+            let inspection = image.inspect()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&inspection).expect("inspection serializes")
+                );
+            } else {
+                print_inspection(&inspection);
+            }
+        }
+        Command::Extract {
+            source,
+            output: out,
+            force,
+            registry,
+        } => {
+            let image = load(&source, &registry)?;
+            let module = image.module()?;
+            output::write_file(&out, &module, force)?;
+            println!(
+                "wrote {} ({} bytes, {})",
+                out.display(),
+                module.len(),
+                layer::sha256_digest(&module)
+            );
+        }
+        Command::Validate { module, config } => {
+            let (_, info) = package::check_module(&module)?;
+            println!(
+                "{}: proxy-wasm module, ABI {}, allocator {}",
+                module.display(),
+                info.abi_versions.join(", "),
+                info.allocator
+            );
+            if let Some(config) = config {
+                package::check_config(&config)?;
+                println!("{}: valid filter configuration", config.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_inspection(i: &Inspection) {
+    println!("format:   {}", i.format);
+    if let Some(tag) = &i.ref_name {
+        println!("tag:      {tag}");
+    }
+    println!("manifest: {}", i.manifest_digest);
+    println!(
+        "config:   {} {} ({} bytes)",
+        i.config.media_type, i.config.digest, i.config.size
+    );
+    for l in &i.layers {
+        let title = l
+            .title
+            .as_deref()
+            .map(|t| format!(" {t}"))
+            .unwrap_or_default();
+        println!(
+            "layer:    {} {} ({} bytes){title}",
+            l.media_type, l.digest, l.size
+        );
+    }
+    println!("module:   {} ({} bytes)", i.module.digest, i.module.size);
+    for (k, v) in &i.annotations {
+        println!("annotation: {k}={v}");
+    }
+    for f in &i.files {
+        println!("file:     {} ({} bytes)", f.path, f.size);
+    }
+    if let Some(text) = &i.manifest_yaml_text {
+        println!("manifest.yaml:");
+        for line in text.lines() {
+            println!("  {line}");
+        }
+    }
+    if let Some(rc) = &i.runtime_config {
+        println!(
+            "runtime config: type {}, ABI {}, root ids [{}]",
+            rc.typ,
+            rc.abi_versions.join(", "),
+            rc.config.root_ids.join(", ")
+        );
+    }
+}

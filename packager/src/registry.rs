@@ -1,0 +1,389 @@
+//! Registry transport: pushing an [`Image`] to, and pulling one from, any OCI
+//! distribution registry through `oci-client`, with Docker `config.json`
+//! credentials or explicit ones.
+//!
+//! Pushes send the manifest bytes exactly as built, so the digest in the
+//! registry is the digest of the local layout. Pulls check the manifest and
+//! every blob against their digests (via [`Image::from_parts`]) and refuse
+//! blobs larger than the extraction limits before downloading them.
+
+use std::io::Write;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::{OciDescriptor, OCI_IMAGE_MEDIA_TYPE};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+
+use crate::extract::Limits;
+use crate::image::{Image, ImageError};
+
+/// A parsed image reference (`registry/repo:tag` or `@sha256:...`).
+pub use oci_client::Reference as ImageRef;
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0:?} is not a valid image reference: use REGISTRY/REPOSITORY:TAG, e.g. 127.0.0.1:5000/filters/header-filter:1.0.0 ({1})")]
+    BadReference(String, String),
+    #[error("cannot push to {0}: it names a digest, give a tag instead (REGISTRY/REPOSITORY:TAG)")]
+    PushToDigest(String),
+    #[error("cannot reach registry {registry}: {reason}")]
+    Unreachable { registry: String, reason: String },
+    #[error("registry {registry} refused access to {reference} ({what}): log in with `docker login {registry}` or pass --username and --password-stdin")]
+    Unauthorized {
+        registry: String,
+        reference: String,
+        what: &'static str,
+    },
+    #[error("{reference} was not found in registry {registry}")]
+    NotFound { registry: String, reference: String },
+    #[error("registry {registry}: {reason}")]
+    Other { registry: String, reason: String },
+    #[error("reading credentials for {registry} from Docker config: {reason}")]
+    Credentials { registry: String, reason: String },
+    #[error("blob {digest} is {size} bytes, over the {limit}-byte limit: refusing to download it")]
+    TooLarge {
+        digest: String,
+        size: i64,
+        limit: u64,
+    },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+/// Parses a reference, with an error that says what is accepted.
+pub fn parse_reference(text: &str) -> Result<Reference, RegistryError> {
+    text.parse::<Reference>()
+        .map_err(|e| RegistryError::BadReference(text.to_string(), e.to_string()))
+}
+
+/// Whose credentials to use.
+#[derive(Debug, Clone, Default)]
+pub enum Credentials {
+    /// Docker's `config.json` (`$DOCKER_CONFIG` or `~/.docker`), anonymous
+    /// when it has nothing for the registry.
+    #[default]
+    DockerConfig,
+    /// `--username` and `--password-stdin`.
+    Basic { username: String, password: String },
+}
+
+/// How to talk to the registry.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Plain HTTP instead of HTTPS (local registries).
+    pub plain_http: bool,
+    pub credentials: Credentials,
+    /// Print a line per blob on stderr.
+    pub progress: bool,
+}
+
+fn client(opts: &Options) -> Client {
+    Client::new(ClientConfig {
+        protocol: if opts.plain_http {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        connect_timeout: Some(std::time::Duration::from_secs(10)),
+        read_timeout: Some(std::time::Duration::from_secs(120)),
+        ..ClientConfig::default()
+    })
+}
+
+/// The key Docker's `config.json` files the registry under.
+fn docker_config_key(registry: &str) -> String {
+    if registry == "docker.io" || registry == "index.docker.io" {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        registry.to_string()
+    }
+}
+
+/// Resolves the credentials to hand to `oci-client`.
+pub fn auth_for(reference: &Reference, creds: &Credentials) -> Result<RegistryAuth, RegistryError> {
+    match creds {
+        Credentials::Basic { username, password } => {
+            Ok(RegistryAuth::Basic(username.clone(), password.clone()))
+        }
+        Credentials::DockerConfig => {
+            use docker_credential::{CredentialRetrievalError as E, DockerCredential as C};
+            let registry = reference.registry();
+            match docker_credential::get_credential(&docker_config_key(registry)) {
+                Ok(C::UsernamePassword(u, p)) => Ok(RegistryAuth::Basic(u, p)),
+                Ok(C::IdentityToken(t)) => Ok(RegistryAuth::Bearer(t)),
+                Err(E::ConfigNotFound | E::ConfigReadError | E::NoCredentialConfigured) => {
+                    Ok(RegistryAuth::Anonymous)
+                }
+                Err(e) => Err(RegistryError::Credentials {
+                    registry: registry.to_string(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+/// Turns an `oci-client` error into one line that says what to do.
+fn explain(e: OciDistributionError, reference: &Reference, what: &'static str) -> RegistryError {
+    let registry = reference.registry().to_string();
+    let chain = {
+        let mut parts = vec![e.to_string()];
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !parts.iter().any(|p| p.contains(&text)) {
+                parts.push(text);
+            }
+            source = s.source();
+        }
+        parts.join(": ")
+    };
+    let unauthorized = || RegistryError::Unauthorized {
+        registry: registry.clone(),
+        reference: reference.whole(),
+        what,
+    };
+    match &e {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => return unauthorized(),
+        OciDistributionError::ServerError {
+            code: 401 | 403, ..
+        } => return unauthorized(),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|err| format!("{:?}", err.code))
+                .collect();
+            let text = codes.join(",").to_lowercase();
+            if text.contains("unauthorized") || text.contains("denied") {
+                return unauthorized();
+            }
+            if text.contains("unknown") {
+                return RegistryError::NotFound {
+                    registry,
+                    reference: reference.whole(),
+                };
+            }
+            let messages: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|err| format!("{}", err.message).to_lowercase())
+                .collect();
+            return RegistryError::Other {
+                registry,
+                reason: format!(
+                    "{what} refused: {} ({})",
+                    messages.join("; "),
+                    codes.join(", ")
+                ),
+            };
+        }
+        OciDistributionError::ImageManifestNotFoundError(_)
+        | OciDistributionError::ServerError { code: 404, .. } => {
+            return RegistryError::NotFound {
+                registry,
+                reference: reference.whole(),
+            }
+        }
+        _ => {}
+    }
+    let lower = chain.to_lowercase();
+    if lower.contains("error sending request")
+        || lower.contains("connection refused")
+        || lower.contains("dns error")
+        || lower.contains("timed out")
+    {
+        let reason = if lower.contains("connection refused") {
+            "connection refused (is it running, and is the address right?)".to_string()
+        } else if lower.contains("dns error") {
+            "the host name does not resolve".to_string()
+        } else if lower.contains("timed out") {
+            "the connection timed out".to_string()
+        } else if lower.contains("tls")
+            || lower.contains("certificate")
+            || lower.contains("corrupt message")
+        {
+            "TLS failed: for a registry without TLS pass --plain-http".to_string()
+        } else {
+            chain
+        };
+        return RegistryError::Unreachable { registry, reason };
+    }
+    RegistryError::Other {
+        registry,
+        reason: format!("{what} failed: {chain}"),
+    }
+}
+
+fn progress(opts: &Options, line: std::fmt::Arguments<'_>) {
+    if opts.progress {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{line}");
+    }
+}
+
+fn oci_descriptor(d: &oci_spec::image::Descriptor) -> OciDescriptor {
+    OciDescriptor {
+        media_type: d.media_type().to_string(),
+        digest: d.digest().to_string(),
+        size: d.size() as i64,
+        urls: None,
+        annotations: None,
+        artifact_type: None,
+    }
+}
+
+/// Pushes every blob (skipping those the registry has) and then the manifest
+/// bytes as built. Returns the manifest digest.
+pub async fn push(
+    image: &Image,
+    reference: &Reference,
+    opts: &Options,
+) -> Result<String, RegistryError> {
+    if reference.digest().is_some() {
+        return Err(RegistryError::PushToDigest(reference.whole()));
+    }
+    let client = client(opts);
+    let auth = auth_for(reference, &opts.credentials)?;
+    client
+        .auth(reference, &auth, RegistryOperation::Push)
+        .await
+        .map_err(|e| explain(e, reference, "push"))?;
+    let descriptors = std::iter::once(image.manifest.config()).chain(image.manifest.layers());
+    let mut done = std::collections::BTreeSet::new();
+    for desc in descriptors {
+        let digest = desc.digest().to_string();
+        if !done.insert(digest.clone()) {
+            continue;
+        }
+        let bytes = image
+            .blobs
+            .get(&digest)
+            .ok_or_else(|| ImageError::MissingBlob(digest.clone()))?;
+        let exists = client
+            .blob_exists(reference, &digest)
+            .await
+            .map_err(|e| explain(e, reference, "push"))?;
+        if exists {
+            progress(opts, format_args!("{digest}: already in the registry"));
+            continue;
+        }
+        progress(
+            opts,
+            format_args!("{digest}: pushing {} bytes", bytes.len()),
+        );
+        client
+            .push_blob(reference, bytes.clone(), &digest)
+            .await
+            .map_err(|e| explain(e, reference, "push"))?;
+    }
+    progress(
+        opts,
+        format_args!("{}: pushing manifest", image.manifest_digest),
+    );
+    client
+        .push_manifest_raw(
+            reference,
+            image.manifest_bytes.clone(),
+            OCI_IMAGE_MEDIA_TYPE.parse().expect("a valid header value"),
+        )
+        .await
+        .map_err(|e| explain(e, reference, "push"))?;
+    Ok(image.manifest_digest.clone())
+}
+
+/// Pulls an image, verifying the manifest digest (against the reference's
+/// digest when it has one) and every blob.
+pub async fn pull(reference: &Reference, opts: &Options) -> Result<Image, RegistryError> {
+    let client = client(opts);
+    let auth = auth_for(reference, &opts.credentials)?;
+    client
+        .auth(reference, &auth, RegistryOperation::Pull)
+        .await
+        .map_err(|e| explain(e, reference, "pull"))?;
+    let (bytes, _digest) = client
+        .pull_manifest_raw(reference, &auth, &[OCI_IMAGE_MEDIA_TYPE])
+        .await
+        .map_err(|e| explain(e, reference, "pull"))?;
+    // Check the sizes first, then download, then verify every digest.
+    let manifest = oci_spec::image::ImageManifest::from_reader(&bytes[..]).map_err(|e| {
+        ImageError::Shape(format!("its manifest is not an OCI image manifest: {e}"))
+    })?;
+    let limit = Limits::default().entry;
+    let mut blobs = std::collections::BTreeMap::new();
+    for desc in std::iter::once(manifest.config()).chain(manifest.layers()) {
+        crate::image::verify_digest_form(desc)?;
+        if desc.size() > limit {
+            return Err(RegistryError::TooLarge {
+                digest: desc.digest().to_string(),
+                size: desc.size() as i64,
+                limit,
+            });
+        }
+        let digest = desc.digest().to_string();
+        if blobs.contains_key(&digest) {
+            continue;
+        }
+        let mut out = Vec::with_capacity(desc.size() as usize);
+        client
+            .pull_blob(reference, &oci_descriptor(desc), &mut out)
+            .await
+            .map_err(|e| explain(e, reference, "pull"))?;
+        blobs.insert(digest, out);
+    }
+    let image = Image::from_parts(bytes.to_vec(), reference.digest(), |d| {
+        blobs
+            .remove(d.digest().as_ref())
+            .ok_or_else(|| ImageError::MissingBlob(d.digest().to_string()))
+    })?;
+    Ok(Image {
+        ref_name: reference.tag().map(str::to_string),
+        ..image
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_references_say_what_is_accepted() {
+        for bad in ["Upper/Case:tag", "registry:5000/repo:bad tag", "", "repo:"] {
+            let err = parse_reference(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("is not a valid image reference: use REGISTRY/REPOSITORY:TAG"),
+                "{err}"
+            );
+        }
+        let r = parse_reference("127.0.0.1:5000/filters/header-filter:1.0.0").unwrap();
+        assert_eq!(r.registry(), "127.0.0.1:5000");
+        assert_eq!(r.repository(), "filters/header-filter");
+        assert_eq!(r.tag(), Some("1.0.0"));
+    }
+
+    #[test]
+    fn docker_config_credentials_are_found_by_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"auths":{"127.0.0.1:5000":{"auth":"YWxpY2U6czNjcmV0"}}}"#,
+        )
+        .unwrap();
+        // SAFETY of the env change: this is the only test in the crate that
+        // reads DOCKER_CONFIG.
+        unsafe { std::env::set_var("DOCKER_CONFIG", dir.path()) };
+        let r = parse_reference("127.0.0.1:5000/x:1").unwrap();
+        assert_eq!(
+            auth_for(&r, &Credentials::DockerConfig).unwrap(),
+            RegistryAuth::Basic("alice".into(), "s3cret".into())
+        );
+        let other = parse_reference("127.0.0.1:6000/x:1").unwrap();
+        assert_eq!(
+            auth_for(&other, &Credentials::DockerConfig).unwrap(),
+            RegistryAuth::Anonymous
+        );
+    }
+}
