@@ -185,9 +185,23 @@ impl Format {
     /// Whether any command reads the header map of `side` (which the
     /// filter's own writes on that side could change).
     pub fn reads_headers_of(&self, side: Side) -> bool {
-        self.segments.iter().any(|segment| {
-            matches!(segment, Segment::Command(Command::Header { of, .. }) if *of == side)
-        })
+        self.header_names(side).next().is_some()
+    }
+
+    /// The headers of `side` the value reads, alternatives included.
+    pub fn header_names(&self, side: Side) -> impl Iterator<Item = &str> {
+        self.segments
+            .iter()
+            .flat_map(move |segment| match segment {
+                Segment::Command(Command::Header {
+                    of,
+                    name,
+                    alternative,
+                    ..
+                }) if *of == side => [Some(name.as_str()), alternative.as_deref()],
+                _ => [None, None],
+            })
+            .flatten()
     }
 
     /// Renders the value through `read`, which answers header and property
@@ -284,6 +298,13 @@ pub trait Reader {
     /// The first value of a header of the request or the response.
     fn header(&self, of: Side, name: &str) -> Option<Vec<u8>>;
     fn property(&self, property: Property) -> Option<Vec<u8>>;
+    /// A header as `%REQ(..)%` / `%RESP(..)%` read it. A host whose header
+    /// map of `of` is closed by now (Envoy closes the request map once the
+    /// request headers are done) answers from what it kept of it: see
+    /// [`crate::plan::Plan::request_headers_for_response`].
+    fn formatter_header(&self, of: Side, name: &str) -> Option<Vec<u8>> {
+        self.header(of, name)
+    }
 }
 
 fn render_command<R: Reader + ?Sized>(command: &Command, side: Side, read: &R) -> Option<Vec<u8>> {
@@ -298,9 +319,11 @@ fn render_command<R: Reader + ?Sized>(command: &Command, side: Side, read: &R) -
             if *of == Side::Response && side == Side::Request {
                 return None;
             }
-            let mut value = read
-                .header(*of, name)
-                .or_else(|| alternative.as_deref().and_then(|alt| read.header(*of, alt)))?;
+            let mut value = read.formatter_header(*of, name).or_else(|| {
+                alternative
+                    .as_deref()
+                    .and_then(|alt| read.formatter_header(*of, alt))
+            })?;
             if let Some(max_len) = max_len {
                 value.truncate(*max_len);
             }

@@ -38,6 +38,7 @@ pub struct Outcome {
 pub struct Plan {
     request: SidePlan,
     response: SidePlan,
+    request_headers_for_response: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -91,10 +92,27 @@ impl Plan {
     }
 
     pub fn compile(config: &Config) -> Plan {
+        let mut request_headers_for_response: Vec<String> = Vec::new();
+        for rule in &config.response.add {
+            for name in rule.value.header_names(Side::Request) {
+                if !request_headers_for_response.iter().any(|n| n == name) {
+                    request_headers_for_response.push(name.to_string());
+                }
+            }
+        }
         Plan {
             request: SidePlan::compile(config, Side::Request),
             response: SidePlan::compile(config, Side::Response),
+            request_headers_for_response,
         }
+    }
+
+    /// Request headers that response rules read (`%REQ(..)%` in a response
+    /// value). A host that cannot read request headers while the response
+    /// passes (Envoy) keeps these when the request headers are done, after
+    /// the request rules ran, and answers `formatter_header` from them.
+    pub fn request_headers_for_response(&self) -> &[String] {
+        &self.request_headers_for_response
     }
 
     /// Whether the plan does anything on `side` (the glue can skip a side).
@@ -485,6 +503,18 @@ mod tests {
         assert_eq!(s.values(Side::Response, "x-client"), ["10.0.0.1"]);
         assert!(s.values(Side::Response, "x-powered-by").is_empty());
         assert!(s.request.len() == 1, "request side untouched");
+    }
+
+    #[test]
+    fn plan_lists_the_request_headers_response_rules_read() {
+        let plan = Plan::from_json(
+            br#"{"response_headers_to_add":[
+                {"header":{"key":"a","value":"%REQ(x-a)% %REQ(x-b?x-a)% %RESP(x-r)%"}},
+                {"header":{"key":"b","value":"%REQ(:path)%"}}],
+              "request_headers_to_add":[{"header":{"key":"c","value":"%REQ(x-req-only)%"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(plan.request_headers_for_response(), ["x-a", "x-b", ":path"]);
     }
 
     #[test]

@@ -108,8 +108,19 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // A zero-sized context: boxing it does not allocate.
-        Some(Box::new(Stream))
+        let keeps = SHARED.with(|shared| {
+            !shared
+                .borrow()
+                .plan
+                .request_headers_for_response()
+                .is_empty()
+        });
+        if keeps {
+            Some(Box::new(KeepingStream::default()))
+        } else {
+            // A zero-sized context: boxing it does not allocate.
+            Some(Box::new(Stream))
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -117,39 +128,77 @@ impl RootContext for Root {
     }
 }
 
-struct Stream;
-
-impl Stream {
-    fn apply(side: Side) {
-        SHARED.with(|shared| {
-            let shared = &mut *shared.borrow_mut();
-            if !shared.plan.touches(side) {
-                return;
-            }
-            let outcome = shared.plan.apply(side, &mut Abi, &mut shared.scratch);
-            shared.pending.written += outcome.written;
-            shared.pending.removed += outcome.removed;
-            shared.pending.refused += outcome.refused;
-        });
-    }
+/// Applies the plan of `side`; `kept` answers `%REQ(..)%` on the response side.
+fn apply(side: Side, kept: &[Option<Vec<u8>>]) {
+    SHARED.with(|shared| {
+        let shared = &mut *shared.borrow_mut();
+        if !shared.plan.touches(side) {
+            return;
+        }
+        let mut abi = Abi {
+            phase: side,
+            plan: &shared.plan,
+            kept,
+        };
+        let outcome = shared.plan.apply(side, &mut abi, &mut shared.scratch);
+        shared.pending.written += outcome.written;
+        shared.pending.removed += outcome.removed;
+        shared.pending.refused += outcome.refused;
+    });
 }
+
+/// The stream of a plan whose response rules read no request header.
+struct Stream;
 
 impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        Stream::apply(Side::Request);
+        apply(Side::Request, &[]);
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        Stream::apply(Side::Response);
+        apply(Side::Response, &[]);
         Action::Continue
     }
 }
 
-/// The host's header maps and properties, through the raw ABI.
-struct Abi;
+/// The stream of a plan whose response rules read request headers: Envoy
+/// closes the request header map once the request headers are done, so the
+/// ones needed are kept here (after the request rules ran).
+#[derive(Default)]
+struct KeepingStream {
+    kept: Vec<Option<Vec<u8>>>,
+}
+
+impl Context for KeepingStream {}
+
+impl HttpContext for KeepingStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        apply(Side::Request, &[]);
+        let plan = SHARED.with(|shared| Rc::clone(&shared.borrow().plan));
+        self.kept = plan
+            .request_headers_for_response()
+            .iter()
+            .map(|name| read_header(Side::Request, name))
+            .collect();
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        apply(Side::Response, &self.kept);
+        Action::Continue
+    }
+}
+
+/// The host's header maps and properties, through the raw ABI, during the
+/// callback of `phase`.
+struct Abi<'a> {
+    phase: Side,
+    plan: &'a Plan,
+    kept: &'a [Option<Vec<u8>>],
+}
 
 fn map(side: Side) -> MapType {
     match side {
@@ -158,30 +207,38 @@ fn map(side: Side) -> MapType {
     }
 }
 
-impl Reader for Abi {
+fn read_header(of: Side, name: &str) -> Option<Vec<u8>> {
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: the host writes a buffer it allocated through
+    // `proxy_on_memory_allocate` (a boxed slice of `size` bytes).
+    let status = unsafe {
+        abi::proxy_get_header_map_value(map(of), name.as_ptr(), name.len(), &mut data, &mut size)
+    };
+    take_buffer(status, data, size)
+}
+
+impl Reader for Abi<'_> {
     fn header(&self, of: Side, name: &str) -> Option<Vec<u8>> {
-        let (mut data, mut size) = (null_mut(), 0);
-        // SAFETY: the host writes a buffer it allocated through
-        // `proxy_on_memory_allocate` (a boxed slice of `size` bytes).
-        let status = unsafe {
-            abi::proxy_get_header_map_value(
-                map(of),
-                name.as_ptr(),
-                name.len(),
-                &mut data,
-                &mut size,
-            )
-        };
-        take_buffer(status, data, size)
+        read_header(of, name)
     }
 
     fn property(&self, property: Property) -> Option<Vec<u8>> {
         let path = property.path();
         let (mut data, mut size) = (null_mut(), 0);
-        // SAFETY: as above.
+        // SAFETY: as for headers.
         let status =
             unsafe { abi::proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
         take_buffer(status, data, size)
+    }
+
+    fn formatter_header(&self, of: Side, name: &str) -> Option<Vec<u8>> {
+        if of == Side::Request && self.phase == Side::Response {
+            let names = self.plan.request_headers_for_response();
+            let index = names.iter().position(|n| n == name)?;
+            self.kept.get(index)?.clone()
+        } else {
+            read_header(of, name)
+        }
     }
 }
 
@@ -194,7 +251,7 @@ fn take_buffer(status: Status, data: *mut u8, size: usize) -> Option<Vec<u8>> {
     }
 }
 
-impl Host for Abi {
+impl Host for Abi<'_> {
     fn add(&mut self, side: Side, name: &str, value: &[u8]) {
         // SAFETY: pointers and lengths of live slices.
         unsafe {

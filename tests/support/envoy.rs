@@ -140,6 +140,8 @@ impl EnvoyBuilder {
             .arg(&self.log_level)
             .arg("--log-path")
             .arg(dir.path().join("envoy.log"))
+            // Flush the log file often, so a test reads what just happened.
+            .args(["--file-flush-interval-msec", "50"])
             .arg("--admin-address-path")
             .arg(dir.path().join("admin"))
             .args(&self.extra_args)

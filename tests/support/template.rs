@@ -34,3 +34,32 @@ pub fn render(template: &str, vars: &[(&str, &dyn Display)]) -> String {
     out.push_str(rest);
     out
 }
+
+/// The shipped `envoy-config/envoy.yaml` (written for docker-compose) made to
+/// run natively: only the addresses and the module path change. Listeners and
+/// admin go to 127.0.0.1 port 0, the `upstream:8080` host to the given port on
+/// 127.0.0.1, `/etc/envoy/header_filter.wasm` to the built module.
+pub fn native_envoy_config(compose_yaml: &str, upstream_port: u16) -> String {
+    let rewritten = compose_yaml
+        .replace(
+            "{ address: 0.0.0.0, port_value: 9901 }",
+            "{ address: 127.0.0.1, port_value: 0 }",
+        )
+        .replace(
+            "{ address: 0.0.0.0, port_value: 10000 }",
+            "{ address: 127.0.0.1, port_value: 0 }",
+        )
+        .replace(
+            "{ address: upstream, port_value: 8080 }",
+            &format!("{{ address: 127.0.0.1, port_value: {upstream_port} }}"),
+        )
+        .replace(
+            "/etc/envoy/header_filter.wasm",
+            &crate::paths::filter_wasm().display().to_string(),
+        );
+    assert!(
+        !rewritten.contains("0.0.0.0") && !rewritten.contains("/etc/envoy"),
+        "envoy-config/envoy.yaml changed shape: an address or path was not rewritten"
+    );
+    rewritten
+}

