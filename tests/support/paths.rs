@@ -24,17 +24,14 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// The filter module: `$HEADER_FILTER_WASM`, else the release build output.
+/// The filter module: `$HEADER_FILTER_WASM`, else what `cargo xtask
+/// build-filter` writes (`target/header_filter.wasm`, pruned).
 ///
 /// # Panics
 /// When the file does not exist, saying how to build it.
 pub fn filter_wasm() -> PathBuf {
-    let path = env_path("HEADER_FILTER_WASM").unwrap_or_else(|| {
-        target_dir()
-            .join("wasm32-wasip1")
-            .join("release")
-            .join("header_filter.wasm")
-    });
+    let path = env_path("HEADER_FILTER_WASM")
+        .unwrap_or_else(|| target_dir().join("header_filter.wasm"));
     assert!(
         path.is_file(),
         "filter module {} is missing: run `cargo xtask build-filter` (or `cargo xtask test`)",

@@ -19,10 +19,10 @@ fn cargo_wasm_path() -> PathBuf {
         .join("header_filter.wasm")
 }
 
-/// The final artifact: what tests load and the packager packs. Post-link
-/// steps must write here (today there are none, so it is cargo's output).
+/// The final artifact: what tests load and the packager packs (cargo's
+/// output after [`crate::prune`]).
 pub fn filter_wasm_path() -> PathBuf {
-    cargo_wasm_path()
+    paths::target_dir().join("header_filter.wasm")
 }
 
 /// Builds the module, runs the post-link steps and prints the result.
@@ -52,13 +52,16 @@ fn compile() -> Result<PathBuf> {
     Ok(module)
 }
 
-/// Post-link steps (export pruning goes here). Takes cargo's output and
-/// returns [`filter_wasm_path`].
+/// Post-link steps: export pruning. Takes cargo's output and returns
+/// [`filter_wasm_path`].
 fn post_link(compiled: PathBuf) -> Result<PathBuf> {
     let final_path = filter_wasm_path();
-    if compiled != final_path {
-        std::fs::copy(&compiled, &final_path)
-            .with_context(|| format!("copying to {}", final_path.display()))?;
-    }
+    let pruned = crate::prune::prune(&compiled, &final_path)?;
+    say!(
+        "build-filter: pruned {} unused proxy_on_* exports ({} -> {} bytes)",
+        pruned.dropped.len(),
+        pruned.size_before,
+        pruned.size_after
+    );
     Ok(final_path)
 }

@@ -16,6 +16,7 @@ mod command;
 mod demo;
 mod filter;
 mod paths;
+mod prune;
 mod setup;
 mod test;
 
