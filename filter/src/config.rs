@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use serde_json::{Map, Value};
+use crate::json::{self, Json};
 
 use crate::format::{Format, Side};
 
@@ -196,18 +196,15 @@ impl Config {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Config::default());
         }
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
-        let Value::Object(object) = value else {
+        let value =
+            json::parse(bytes).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
+        let Json::Object(object) = value else {
             return Err(ConfigError::new(
                 "",
-                format!(
-                    "configuration must be a JSON object, got {}",
-                    type_name(&value)
-                ),
+                format!("configuration must be a JSON object, got {}", value.kind()),
             ));
         };
-        if object.keys().any(|k| FIELDS.contains(&k.as_str())) || object.is_empty() {
+        if object.iter().any(|(k, _)| FIELDS.contains(&k.as_str())) || object.is_empty() {
             parse_envoy_form(&object)
         } else {
             parse_flat_form(&object)
@@ -217,28 +214,49 @@ impl Config {
     /// The canonical JSON (Envoy's shape, every field explicit); parsing it
     /// gives back an equal configuration.
     pub fn to_json(&self) -> String {
-        let rules = |rules: &[HeaderRule]| -> Value {
-            rules
-                .iter()
-                .map(|r| {
-                    serde_json::json!({
-                        "header": {"key": r.name.as_str(), "value": r.value.to_string()},
-                        "append_action": r.action.as_str(),
-                        "keep_empty_value": r.keep_empty_value,
-                    })
-                })
-                .collect()
-        };
-        let names = |names: &[HeaderName]| -> Value {
-            names.iter().map(|n| Value::from(n.as_str())).collect()
-        };
-        serde_json::json!({
-            "request_headers_to_add": rules(&self.request.add),
-            "response_headers_to_add": rules(&self.response.add),
-            "request_headers_to_remove": names(&self.request.remove),
-            "response_headers_to_remove": names(&self.response.remove),
-        })
-        .to_string()
+        let mut out = String::from("{");
+        for (i, (field, rules)) in [
+            ("request_headers_to_add", &self.request),
+            ("response_headers_to_add", &self.response),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("\"{field}\":["));
+            for (j, rule) in rules.add.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"header\":{\"key\":");
+                json::write_string(&mut out, rule.name.as_str());
+                out.push_str(",\"value\":");
+                json::write_string(&mut out, &rule.value.to_string());
+                out.push_str(&format!(
+                    "}},\"append_action\":\"{}\",\"keep_empty_value\":{}}}",
+                    rule.action.as_str(),
+                    rule.keep_empty_value
+                ));
+            }
+            out.push(']');
+        }
+        for (field, rules) in [
+            ("request_headers_to_remove", &self.request),
+            ("response_headers_to_remove", &self.response),
+        ] {
+            out.push_str(&format!(",\"{field}\":["));
+            for (j, name) in rules.remove.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                json::write_string(&mut out, name.as_str());
+            }
+            out.push(']');
+        }
+        out.push('}');
+        out
     }
 
     pub fn rules(&self, side: Side) -> &Rules {
@@ -249,7 +267,7 @@ impl Config {
     }
 }
 
-fn parse_envoy_form(object: &Map<String, Value>) -> Result<Config, ConfigError> {
+fn parse_envoy_form(object: &[(String, Json)]) -> Result<Config, ConfigError> {
     let mut config = Config::default();
     for (key, value) in object {
         let path = key.as_str();
@@ -264,13 +282,13 @@ fn parse_envoy_form(object: &Map<String, Value>) -> Result<Config, ConfigError> 
     Ok(config)
 }
 
-fn parse_flat_form(object: &Map<String, Value>) -> Result<Config, ConfigError> {
+fn parse_flat_form(object: &[(String, Json)]) -> Result<Config, ConfigError> {
     let mut add = Vec::with_capacity(object.len());
     if object.len() > MAX_ENTRIES {
         return Err(too_many("", object.len()));
     }
     for (key, value) in object {
-        let Value::String(text) = value else {
+        let Json::String(text) = value else {
             return Err(ConfigError::new(
                 key,
                 format!(
@@ -297,7 +315,7 @@ fn parse_flat_form(object: &Map<String, Value>) -> Result<Config, ConfigError> {
     })
 }
 
-fn parse_rules(path: &str, value: &Value) -> Result<Vec<HeaderRule>, ConfigError> {
+fn parse_rules(path: &str, value: &Json) -> Result<Vec<HeaderRule>, ConfigError> {
     let items = expect_array(path, value)?;
     items
         .iter()
@@ -306,7 +324,7 @@ fn parse_rules(path: &str, value: &Value) -> Result<Vec<HeaderRule>, ConfigError
         .collect()
 }
 
-fn parse_rule(path: &str, value: &Value) -> Result<HeaderRule, ConfigError> {
+fn parse_rule(path: &str, value: &Json) -> Result<HeaderRule, ConfigError> {
     let object = expect_object(path, value)?;
     let mut header = None;
     let mut action = None;
@@ -354,7 +372,7 @@ fn parse_rule(path: &str, value: &Value) -> Result<HeaderRule, ConfigError> {
     })
 }
 
-fn parse_header(path: &str, value: &Value) -> Result<(HeaderName, Format), ConfigError> {
+fn parse_header(path: &str, value: &Json) -> Result<(HeaderName, Format), ConfigError> {
     let object = expect_object(path, value)?;
     let mut key = None;
     let mut text = "";
@@ -375,7 +393,7 @@ fn parse_header(path: &str, value: &Value) -> Result<(HeaderName, Format), Confi
     Ok((name, format))
 }
 
-fn parse_names(path: &str, value: &Value) -> Result<Vec<HeaderName>, ConfigError> {
+fn parse_names(path: &str, value: &Json) -> Result<Vec<HeaderName>, ConfigError> {
     let items = expect_array(path, value)?;
     items
         .iter()
@@ -407,37 +425,37 @@ fn check_value(path: &str, text: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn expect_array<'a>(path: &str, value: &'a Value) -> Result<&'a Vec<Value>, ConfigError> {
+fn expect_array<'a>(path: &str, value: &'a Json) -> Result<&'a [Json], ConfigError> {
     match value {
-        Value::Array(items) if items.len() > MAX_ENTRIES => Err(too_many(path, items.len())),
-        Value::Array(items) => Ok(items),
+        Json::Array(items) if items.len() > MAX_ENTRIES => Err(too_many(path, items.len())),
+        Json::Array(items) => Ok(items),
         other => Err(wrong_type(path, "an array", other)),
     }
 }
 
-fn expect_object<'a>(path: &str, value: &'a Value) -> Result<&'a Map<String, Value>, ConfigError> {
+fn expect_object<'a>(path: &str, value: &'a Json) -> Result<&'a [(String, Json)], ConfigError> {
     match value {
-        Value::Object(object) => Ok(object),
+        Json::Object(object) => Ok(object),
         other => Err(wrong_type(path, "an object", other)),
     }
 }
 
-fn expect_string<'a>(path: &str, value: &'a Value) -> Result<&'a str, ConfigError> {
+fn expect_string<'a>(path: &str, value: &'a Json) -> Result<&'a str, ConfigError> {
     match value {
-        Value::String(s) => Ok(s),
+        Json::String(s) => Ok(s),
         other => Err(wrong_type(path, "a string", other)),
     }
 }
 
-fn expect_bool(path: &str, value: &Value) -> Result<bool, ConfigError> {
+fn expect_bool(path: &str, value: &Json) -> Result<bool, ConfigError> {
     match value {
-        Value::Bool(b) => Ok(*b),
+        Json::Bool(b) => Ok(*b),
         other => Err(wrong_type(path, "a boolean", other)),
     }
 }
 
-fn wrong_type(path: &str, expected: &str, got: &Value) -> ConfigError {
-    ConfigError::new(path, format!("expected {expected}, got {}", type_name(got)))
+fn wrong_type(path: &str, expected: &str, got: &Json) -> ConfigError {
+    ConfigError::new(path, format!("expected {expected}, got {}", got.kind()))
 }
 
 fn too_many(path: &str, count: usize) -> ConfigError {
@@ -449,17 +467,6 @@ fn unknown_field(path: &str, accepted: &[&str]) -> ConfigError {
         path,
         format!("unknown field (accepted: {})", accepted.join(", ")),
     )
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
@@ -635,7 +642,8 @@ mod tests {
             (r#"{"x a":"1"}"#, r#"x a: "x a" is not a valid header name (RFC 9110 token characters only)"#),
             (r#"{"x-a":"1\n"}"#, "x-a: contains CR/LF"),
             (r#"["x"]"#, "configuration must be a JSON object, got an array"),
-            (r#"{"a":"#, "invalid JSON: EOF while parsing a value at line 1 column 5"),
+            (r#"{"a":"#, "invalid JSON: EOF while parsing a value at line 1 column 6"),
+            (r#"{"x-a":"1","x-a":"2"}"#, "invalid JSON: duplicate key at line 1 column 12"),
         ];
         for (json, expected) in cases {
             let got = error(json);

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod format;
+pub mod json;
 pub mod plan;
 
 #[cfg(target_arch = "wasm32")]

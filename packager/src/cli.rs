@@ -19,7 +19,7 @@ use crate::registry::{self, Credentials, Options};
 
 /// Package proxy-wasm modules as extension images for Maistra and Istio.
 #[derive(Debug, Parser)]
-#[command(name = "extpack", version, propagate_version = true)]
+#[command(name = "extpack", version)]
 #[command(
     long_about = "Package proxy-wasm modules as extension images for Maistra and Istio.
 
@@ -212,13 +212,18 @@ pub struct BuildArgs {
 
 /// Where `build` writes.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
 pub struct Destination {
     /// Write an OCI image layout folder
-    #[arg(long, short, value_name = "DIR", group = "dest")]
+    #[arg(
+        long,
+        short,
+        value_name = "DIR",
+        required_unless_present = "archive",
+        conflicts_with = "archive"
+    )]
     pub output: Option<PathBuf>,
     /// Write an OCI archive (a tar of the layout, as skopeo's oci-archive: reads)
-    #[arg(long, value_name = "FILE.tar", group = "dest")]
+    #[arg(long, value_name = "FILE.tar")]
     pub archive: Option<PathBuf>,
     /// Replace an existing output
     #[arg(long)]
@@ -478,5 +483,28 @@ fn print_inspection(i: &Inspection) {
             rc.abi_versions.join(", "),
             rc.config.root_ids.join(", ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn build_needs_exactly_one_destination() {
+        let base = ["extpack", "build", "m.wasm", "--name", "x"];
+        assert!(Cli::try_parse_from(base).is_err());
+        let both = [&base[..], &["--output", "d", "--archive", "a.tar"]].concat();
+        assert!(Cli::try_parse_from(both).is_err());
+        let one = [&base[..], &["--output", "d", "--priority", "-5", "--force"]].concat();
+        assert!(Cli::try_parse_from(one).is_ok());
+        let archive = [&base[..], &["--archive", "a.tar", "--force"]].concat();
+        assert!(Cli::try_parse_from(archive).is_ok());
     }
 }

@@ -170,7 +170,7 @@ fn explain(e: OciDistributionError, reference: &Reference, what: &'static str) -
             let messages: Vec<String> = envelope
                 .errors
                 .iter()
-                .map(|err| format!("{}", err.message).to_lowercase())
+                .map(|err| err.message.to_lowercase())
                 .collect();
             return RegistryError::Other {
                 registry,
@@ -191,6 +191,10 @@ fn explain(e: OciDistributionError, reference: &Reference, what: &'static str) -
         _ => {}
     }
     let lower = chain.to_lowercase();
+    // Status errors from plain requests (e.g. a HEAD on a blob) carry no body.
+    if lower.contains("401 unauthorized") || lower.contains("403 forbidden") {
+        return unauthorized();
+    }
     if lower.contains("error sending request")
         || lower.contains("connection refused")
         || lower.contains("dns error")

@@ -8,6 +8,7 @@
 pub mod envoy;
 pub mod http;
 pub mod paths;
+pub mod registry;
 pub mod template;
 pub mod upstream;
 mod wire;

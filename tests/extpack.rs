@@ -1,0 +1,836 @@
+//! End-to-end tests of the `extpack` binary with real tools on loopback:
+//! Debian's `docker-registry`, `skopeo`, `umoci` and `curl`.
+//!
+//! The modules are made here from WAT (a proxy-wasm-shaped module and broken
+//! ones), so these tests do not need the real filter built. Every failure case
+//! checks the message, the exit code and that nothing was left behind.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use e2e::paths::extpack_bin;
+use e2e::registry::{Registry, PASSWORD, USER};
+use serde_json::Value;
+use tempfile::TempDir;
+
+const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const WASM_CONTENT: &str = "application/vnd.module.wasm.content.layer.v1+wasm";
+const WASM_CONFIG: &str = "application/vnd.module.wasm.config.v1+json";
+
+fn proxy_module() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+             (memory (export "memory") 1)
+             (func $abi)
+             (func $alloc (param i32) (result i32) i32.const 0)
+             (export "proxy_abi_version_0_2_1" (func $abi))
+             (export "proxy_on_memory_allocate" (func $alloc)))"#,
+    )
+    .unwrap()
+}
+
+fn plain_module() -> Vec<u8> {
+    wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "run")))"#).unwrap()
+}
+
+/// A scratch folder with `filter.wasm`, `docs/` and a valid `config.json`.
+struct Work {
+    dir: TempDir,
+}
+
+impl Work {
+    fn new() -> Work {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("filter.wasm"), proxy_module()).unwrap();
+        fs::create_dir(dir.path().join("docs")).unwrap();
+        fs::write(dir.path().join("docs/README.md"), "# header filter\n").unwrap();
+        fs::write(
+            dir.path().join("config.json"),
+            r#"{"response_headers_to_add":[{"header":{"key":"x-env","value":"prod"}}]}"#,
+        )
+        .unwrap();
+        Work { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn s(&self, rel: &str) -> String {
+        self.path(rel).to_string_lossy().into_owned()
+    }
+
+    /// Names in the scratch folder, for "nothing left behind" checks.
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// `extpack build` of filter.wasm with the usual flags plus `extra`.
+    fn build(&self, extra: &[&str]) -> Run {
+        let module = self.s("filter.wasm");
+        let mut args = vec![
+            "build",
+            module.as_str(),
+            "--name",
+            "header-filter",
+            "--phase",
+            "PostAuthZ",
+            "--priority",
+            "10",
+            "--version",
+            "1.0.0",
+        ];
+        args.extend_from_slice(extra);
+        extpack(&args)
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "extpack failed: {}{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Exit 1, one `error: ...` line holding `want`, no panic.
+    fn fails_with(self, want: &str) -> Run {
+        assert_eq!(self.code, 1, "exit code; stderr: {}", self.stderr);
+        assert!(
+            self.stderr.starts_with("error: "),
+            "stderr: {}",
+            self.stderr
+        );
+        assert_eq!(
+            self.stderr.trim_end().lines().count(),
+            1,
+            "one line: {}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(want),
+            "want {want:?} in {}",
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        self
+    }
+}
+
+fn extpack(args: &[&str]) -> Run {
+    extpack_with(args, None, &[])
+}
+
+fn extpack_with(args: &[&str], stdin: Option<&str>, env: &[(&str, &Path)]) -> Run {
+    let mut cmd = Command::new(extpack_bin());
+    cmd.args(args)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        // No credentials from the machine's own Docker config.
+        .env("DOCKER_CONFIG", "/nonexistent-extpack-test")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("running extpack");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn tool(program: &str, args: &[&str]) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): install it with apt-get"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn digest_of(run: &Run) -> String {
+    let at = run.stdout.find("sha256:").expect("a digest in the output");
+    run.stdout[at..at + 71].to_string()
+}
+
+fn inspect_json(source: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["inspect", source, "--json"];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&extpack(&args).ok().stdout).unwrap()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads a pushed image the way Istio's `pkg/wasm/imagefetcher.go` does, over
+/// plain HTTP with curl: compat first (last layer is OCI tar+gzip, take the
+/// file whose base name is `plugin.wasm`), else the *oci* variant (exactly
+/// two layers, take the one with the Wasm content media type).
+fn istio_fetch(registry: &Registry, repo: &str, tag: &str) -> Vec<u8> {
+    let base = format!("http://{}/v2/{repo}", registry.host());
+    let manifest = tool(
+        "curl",
+        &[
+            "-sfS",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+            &format!("{base}/manifests/{tag}"),
+        ],
+    )
+    .stdout;
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let blob = |layer: &Value| {
+        let digest = layer["digest"].as_str().unwrap();
+        let bytes = tool("curl", &["-sfSL", &format!("{base}/blobs/{digest}")]).stdout;
+        assert_eq!(sha256(&bytes), digest, "blob digest");
+        bytes
+    };
+    let last = layers.last().expect("at least one layer");
+    if last["mediaType"] == LAYER_GZIP {
+        let gz = blob(last);
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().into_owned();
+            if path.file_name().is_some_and(|n| n == "plugin.wasm") {
+                let mut out = Vec::new();
+                entry.read_to_end(&mut out).unwrap();
+                return out;
+            }
+        }
+        panic!("plugin.wasm not found in the last layer");
+    }
+    assert_eq!(layers.len(), 2, "oci variant needs two layers");
+    let layer = layers
+        .iter()
+        .find(|l| l["mediaType"] == WASM_CONTENT)
+        .expect("a Wasm content layer");
+    blob(layer)
+}
+
+#[test]
+fn compat_layout_unpacks_with_umoci_to_the_maistra_files() {
+    let w = Work::new();
+    let layout = w.s("image");
+    let docs = w.s("docs");
+    w.build(&[
+        "--docs",
+        &docs,
+        "--description",
+        "adds headers",
+        "--output",
+        &layout,
+    ])
+    .ok();
+    let bundle = w.s("bundle");
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{layout}:1.0.0"),
+            &bundle,
+        ],
+    );
+    let rootfs = w.path("bundle/rootfs");
+    assert_eq!(
+        fs::read(rootfs.join("plugin.wasm")).unwrap(),
+        proxy_module()
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("manifest.yaml")).unwrap(),
+        "schemaVersion: 1\nname: header-filter\ndescription: adds headers\nversion: 1.0.0\n\
+         phase: PostAuthZ\npriority: 10\nmodule: plugin.wasm\n"
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("docs/README.md")).unwrap(),
+        "# header filter\n"
+    );
+    let rc: Value =
+        serde_json::from_slice(&fs::read(rootfs.join("runtime-config.json")).unwrap()).unwrap();
+    assert_eq!(rc["type"], "envoy_proxy");
+    // umoci's runtime config carries the image config's label.
+    let config: Value =
+        serde_json::from_slice(&fs::read(w.path("bundle/config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["annotations"]["type"], "maistra-extension",
+        "{config}"
+    );
+}
+
+#[test]
+fn skopeo_copies_layout_and_archive_to_the_registry_with_the_same_digest() {
+    let registry = Registry::start();
+    let w = Work::new();
+    let layout = w.s("image");
+    let archive = w.s("image.tar");
+    let digest = digest_of(&w.build(&["--output", &layout]).ok());
+    assert_eq!(digest_of(&w.build(&["--archive", &archive]).ok()), digest);
+    for (src, repo) in [
+        (format!("oci:{layout}:1.0.0"), "from-layout"),
+        (format!("oci-archive:{archive}:1.0.0"), "from-archive"),
+    ] {
+        let dest = format!("docker://{}/filters/{repo}:1.0.0", registry.host());
+        tool(
+            "skopeo",
+            &[
+                "copy",
+                "--insecure-policy",
+                "--dest-tls-verify=false",
+                &src,
+                &dest,
+            ],
+        );
+        let info: Value = serde_json::from_slice(
+            &tool("skopeo", &["inspect", "--tls-verify=false", &dest]).stdout,
+        )
+        .unwrap();
+        assert_eq!(info["Digest"], digest.as_str(), "{repo}");
+        assert_eq!(info["Labels"]["type"], "maistra-extension");
+        assert_eq!(info["Os"], "linux");
+        assert_eq!(info["Architecture"], "amd64");
+        assert_eq!(info["Layers"].as_array().unwrap().len(), 1);
+        let raw: Value = serde_json::from_slice(
+            &tool("skopeo", &["inspect", "--raw", "--tls-verify=false", &dest]).stdout,
+        )
+        .unwrap();
+        assert_eq!(
+            raw["mediaType"],
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        assert_eq!(raw["layers"][0]["mediaType"], LAYER_GZIP);
+        assert_eq!(raw["annotations"]["module.wasm.image/variant"], "compat");
+    }
+}
+
+#[test]
+fn push_extract_and_inspect_round_trip_through_the_registry() {
+    let registry = Registry::start();
+    let w = Work::new();
+    let layout = w.s("image");
+    let digest = digest_of(&w.build(&["--output", &layout]).ok());
+    let reference = format!("{}/filters/header-filter:1.0.0", registry.host());
+    let pushed = extpack(&["push", &layout, "--tag", &reference, "--plain-http"]).ok();
+    assert!(pushed.stdout.contains(&digest), "{}", pushed.stdout);
+
+    let out = w.s("back.wasm");
+    extpack(&["extract", &reference, "--plain-http", "--output", &out]).ok();
+    assert_eq!(fs::read(&out).unwrap(), proxy_module());
+
+    let info = inspect_json(&reference, &["--plain-http"]);
+    assert_eq!(info["format"], "compat");
+    assert_eq!(info["manifest_digest"], digest.as_str());
+    assert_eq!(info["manifest_yaml"]["name"], "header-filter");
+    assert_eq!(info["manifest_yaml"]["phase"], "PostAuthZ");
+    assert_eq!(info["manifest_yaml"]["priority"], 10);
+    assert_eq!(info["module"]["digest"], sha256(&proxy_module()).as_str());
+    // The same answer from the local layout.
+    assert_eq!(
+        inspect_json(&layout, &[])["manifest_digest"],
+        digest.as_str()
+    );
+
+    // Human output names the format and the manifest fields.
+    let text = extpack(&["inspect", &reference, "--plain-http"])
+        .ok()
+        .stdout;
+    assert!(text.contains("format:   compat"), "{text}");
+    assert!(text.contains("phase: PostAuthZ"), "{text}");
+}
+
+#[test]
+fn artifact_format_is_built_pushed_and_read_back() {
+    let registry = Registry::start();
+    let w = Work::new();
+    let layout = w.s("artifact");
+    w.build(&[
+        "--format",
+        "artifact",
+        "--root-id",
+        "header_filter",
+        "--output",
+        &layout,
+    ])
+    .ok();
+    let local = inspect_json(&layout, &[]);
+    assert_eq!(local["format"], "artifact");
+    let layers = local["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0]["media_type"], WASM_CONFIG);
+    assert_eq!(layers[0]["title"], "runtime-config.json");
+    assert_eq!(layers[1]["media_type"], WASM_CONTENT);
+    assert_eq!(local["runtime_config"]["type"], "envoy_proxy");
+    assert_eq!(local["runtime_config"]["abiVersions"][0], "v0-0.2.1");
+    assert_eq!(
+        local["runtime_config"]["config"]["root_ids"][0],
+        "header_filter"
+    );
+
+    let reference = format!("{}/filters/header-filter-artifact:1.0.0", registry.host());
+    extpack(&["push", &layout, "--tag", &reference, "--plain-http"]).ok();
+    let remote = inspect_json(&reference, &["--plain-http"]);
+    assert_eq!(remote["format"], "artifact");
+    assert_eq!(remote["manifest_digest"], local["manifest_digest"]);
+    let out = w.s("back.wasm");
+    extpack(&["extract", &reference, "--plain-http", "-o", &out]).ok();
+    assert_eq!(fs::read(&out).unwrap(), proxy_module());
+}
+
+#[test]
+fn istio_fetcher_logic_finds_the_module_in_both_formats() {
+    let registry = Registry::start();
+    let w = Work::new();
+    for (format, repo) in [("compat", "istio-compat"), ("artifact", "istio-artifact")] {
+        let module = w.s("filter.wasm");
+        let reference = format!("{}/filters/{repo}:1.0.0", registry.host());
+        extpack(&[
+            "publish",
+            &module,
+            "--name",
+            "header-filter",
+            "--phase",
+            "PreAuthZ",
+            "--priority",
+            "-3",
+            "--format",
+            format,
+            "--tag",
+            &reference,
+            "--plain-http",
+        ])
+        .ok();
+        assert_eq!(
+            istio_fetch(&registry, &format!("filters/{repo}"), "1.0.0"),
+            proxy_module(),
+            "{format}"
+        );
+    }
+}
+
+#[test]
+fn basic_auth_registry_refuses_anonymous_push_and_accepts_credentials() {
+    let registry = Registry::start_with_auth();
+    let w = Work::new();
+    let layout = w.s("image");
+    w.build(&["--output", &layout]).ok();
+    let reference = format!("{}/filters/private:1.0.0", registry.host());
+
+    extpack(&["push", &layout, "--tag", &reference, "--plain-http"]).fails_with(&format!(
+        "registry {} refused access to {reference} (push): log in with `docker login {}` or pass --username and --password-stdin",
+        registry.host(),
+        registry.host()
+    ));
+    extpack_with(
+        &[
+            "push",
+            &layout,
+            "--tag",
+            &reference,
+            "--plain-http",
+            "--username",
+            USER,
+            "--password-stdin",
+        ],
+        Some("wrong-password\n"),
+        &[],
+    )
+    .fails_with("refused access");
+
+    extpack_with(
+        &[
+            "push",
+            &layout,
+            "--tag",
+            &reference,
+            "--plain-http",
+            "--username",
+            USER,
+            "--password-stdin",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+        &[],
+    )
+    .ok();
+    extpack(&["inspect", &reference, "--plain-http"]).fails_with("refused access");
+
+    // Docker's config.json is used when no flags are given.
+    let docker = w.path("docker");
+    fs::create_dir(&docker).unwrap();
+    let auth = base64(&format!("{USER}:{PASSWORD}"));
+    fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let out = w.s("back.wasm");
+    extpack_with(
+        &["extract", &reference, "--plain-http", "-o", &out],
+        None,
+        &[("DOCKER_CONFIG", &docker)],
+    )
+    .ok();
+    assert_eq!(fs::read(&out).unwrap(), proxy_module());
+}
+
+fn base64(text: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = text.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &c)| n | (c as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn two_builds_of_the_same_inputs_have_the_same_digest_and_bytes() {
+    let w = Work::new();
+    let docs = w.s("docs");
+    let (a, b) = (w.s("a"), w.s("b"));
+    let da = digest_of(&w.build(&["--docs", &docs, "--output", &a]).ok());
+    let db = digest_of(&w.build(&["--docs", &docs, "--output", &b]).ok());
+    assert_eq!(da, db);
+    let (ta, tb) = (w.s("a.tar"), w.s("b.tar"));
+    w.build(&["--docs", &docs, "--archive", &ta]).ok();
+    w.build(&["--docs", &docs, "--archive", &tb]).ok();
+    assert_eq!(fs::read(&ta).unwrap(), fs::read(&tb).unwrap());
+    // Another SOURCE_DATE_EPOCH gives another digest.
+    let mut cmd = Command::new(extpack_bin());
+    let c = w.s("c");
+    let module = w.s("filter.wasm");
+    let out = cmd
+        .args([
+            "build",
+            &module,
+            "--name",
+            "header-filter",
+            "--phase",
+            "PostAuthZ",
+        ])
+        .args([
+            "--priority",
+            "10",
+            "--version",
+            "1.0.0",
+            "--docs",
+            &docs,
+            "--output",
+            &c,
+        ])
+        .env("SOURCE_DATE_EPOCH", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&da));
+}
+
+#[test]
+fn manifest_file_supplies_fields_and_flags_win() {
+    let w = Work::new();
+    fs::write(
+        w.path("manifest.yaml"),
+        "schemaVersion: 1\nname: from-file\ndescription: d\nversion: 2.0.0\nphase: PreStats\npriority: 7\nmodule: filter.wasm\n",
+    )
+    .unwrap();
+    let layout = w.s("image");
+    let manifest = w.s("manifest.yaml");
+    extpack(&[
+        "build",
+        "--manifest",
+        &manifest,
+        "--priority",
+        "99",
+        "--output",
+        &layout,
+    ])
+    .ok();
+    let info = inspect_json(&layout, &[]);
+    assert_eq!(info["manifest_yaml"]["name"], "from-file");
+    assert_eq!(info["manifest_yaml"]["phase"], "PreStats");
+    assert_eq!(info["manifest_yaml"]["priority"], 99);
+    assert_eq!(info["ref_name"], "2.0.0");
+}
+
+#[test]
+fn validate_reports_the_module_and_the_config() {
+    let w = Work::new();
+    let module = w.s("filter.wasm");
+    let config = w.s("config.json");
+    let run = extpack(&["validate", &module, "--config", &config]).ok();
+    assert!(
+        run.stdout.contains("proxy-wasm module, ABI 0_2_1"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("valid filter configuration"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn existing_output_needs_force() {
+    let w = Work::new();
+    let layout = w.s("image");
+    let first = digest_of(&w.build(&["--output", &layout]).ok());
+    w.build(&["--output", &layout])
+        .fails_with("image already exists: pass --force to replace it");
+    let second = digest_of(&w.build(&["--output", &layout, "--force"]).ok());
+    assert_eq!(first, second);
+    assert_eq!(w.names(), ["config.json", "docs", "filter.wasm", "image"]);
+}
+
+#[test]
+fn bad_inputs_fail_with_one_clear_line_and_leave_nothing_behind() {
+    let registry = Registry::start();
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let w = Work::new();
+    let module = proxy_module();
+    fs::write(w.path("not.wasm"), b"#!/bin/sh\necho hello\n").unwrap();
+    fs::write(w.path("truncated.wasm"), &module[..module.len() - 4]).unwrap();
+    fs::write(w.path("plain.wasm"), plain_module()).unwrap();
+    fs::write(
+        w.path("bad-config.json"),
+        r#"{"response_headers_to_add":[{"header":{"key":"x-a","value":"a\r\nb"}}]}"#,
+    )
+    .unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("secret"), "x").unwrap();
+    fs::create_dir(w.path("leaky-docs")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), w.path("leaky-docs/leak")).unwrap();
+    let before = w.names();
+
+    let ok = |name: &str| w.s(name);
+    let build = |module: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "build",
+            module,
+            "--name",
+            "header-filter",
+            "--phase",
+            "PostAuthZ",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        if !extra.contains(&"--priority") {
+            v.extend(["--priority".into(), "10".into()]);
+        }
+        v
+    };
+    let output = ok("out");
+    let archive = ok("out.tar");
+    let host = registry.host();
+    let cases: Vec<(&str, Vec<String>, String)> = vec![
+        (
+            "not wasm",
+            build(&ok("not.wasm"), &["--output", &output]),
+            "not.wasm: not a WebAssembly module: it does not start with the \\0asm magic bytes".into(),
+        ),
+        (
+            "truncated",
+            build(&ok("truncated.wasm"), &["--archive", &archive]),
+            "truncated.wasm: not valid WebAssembly: ".into(),
+        ),
+        (
+            "no ABI exports",
+            build(&ok("plain.wasm"), &["--output", &output]),
+            "plain.wasm: not a proxy-wasm module: it exports no proxy_abi_version_* function".into(),
+        ),
+        (
+            "bad phase",
+            {
+                let mut v = build(&ok("filter.wasm"), &["--output", &output]);
+                v[5] = "AUTHN".into();
+                v
+            },
+            "phase \"AUTHN\" is not a Maistra phase: use one of PreAuthN, PostAuthN, PreAuthZ, PostAuthZ, PreStats, PostStats".into(),
+        ),
+        (
+            "bad priority",
+            build(&ok("filter.wasm"), &["--priority", "high", "--output", &output]),
+            "priority \"high\" is not an integer".into(),
+        ),
+        (
+            "bad name",
+            {
+                let mut v = build(&ok("filter.wasm"), &["--output", &output]);
+                v[3] = "Header_Filter".into();
+                v
+            },
+            "name \"Header_Filter\" is not a valid extension name: use 1-63 lower-case letters".into(),
+        ),
+        (
+            "docs with a link out",
+            build(&ok("filter.wasm"), &["--docs", &ok("leaky-docs"), "--output", &output]),
+            "leak is a link that leaves the folder".into(),
+        ),
+        (
+            "bad filter config",
+            build(&ok("filter.wasm"), &["--config", &ok("bad-config.json"), "--archive", &archive]),
+            "bad-config.json: response_headers_to_add[0].header.value: contains CR/LF".into(),
+        ),
+        (
+            "bad format",
+            build(&ok("filter.wasm"), &["--format", "docker", "--output", &output]),
+            "invalid value 'docker'".into(),
+        ),
+        (
+            "registry down",
+            build(&ok("filter.wasm"), &["--tag", &format!("{down}/filters/x:1"), "--plain-http"])
+                .into_iter()
+                .map(|a| if a == "build" { "publish".into() } else { a })
+                .collect(),
+            format!("cannot reach registry {down}: connection refused"),
+        ),
+        (
+            "bad tag",
+            build(&ok("filter.wasm"), &["--tag", &format!("{host}/filters/x:bad tag"), "--plain-http"])
+                .into_iter()
+                .map(|a| if a == "build" { "publish".into() } else { a })
+                .collect(),
+            "is not a valid image reference: use REGISTRY/REPOSITORY:TAG".into(),
+        ),
+        (
+            "https to a plain-http registry",
+            build(&ok("filter.wasm"), &["--tag", &format!("{host}/filters/x:1")])
+                .into_iter()
+                .map(|a| if a == "build" { "publish".into() } else { a })
+                .collect(),
+            "for a registry without TLS pass --plain-http".into(),
+        ),
+        (
+            "missing image",
+            vec!["extract".into(), format!("{host}/filters/none:1"), "--plain-http".into(), "-o".into(), ok("x.wasm")],
+            format!("{host}/filters/none:1 was not found in registry {host}"),
+        ),
+        (
+            "validate not wasm",
+            vec!["validate".into(), ok("not.wasm")],
+            "not a WebAssembly module".into(),
+        ),
+        (
+            "missing module",
+            build(&ok("missing.wasm"), &["--output", &output]),
+            "cannot read".into(),
+        ),
+    ];
+    for (name, args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = extpack(&args);
+        if name == "bad format" {
+            // clap's own usage error: exit 2, names the accepted values.
+            assert_eq!(run.code, 2, "{name}");
+            assert!(
+                run.stderr.contains(&want) && run.stderr.contains("compat, artifact"),
+                "{name}: {}",
+                run.stderr
+            );
+        } else {
+            let run = std::panic::catch_unwind(|| run.fails_with(&want));
+            assert!(run.is_ok(), "case {name:?} failed");
+        }
+        assert_eq!(w.names(), before, "{name}: something was left behind");
+    }
+}
+
+#[test]
+fn tampered_layout_is_refused_on_push_and_extract() {
+    let w = Work::new();
+    let layout = w.s("image");
+    w.build(&["--output", &layout]).ok();
+    // Flip a byte of the layer blob (the largest blob).
+    let blobs = w.path("image/blobs/sha256");
+    let layer = fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&layer).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&layer, bytes).unwrap();
+    let out = w.s("x.wasm");
+    extpack(&["extract", &layout, "-o", &out]).fails_with("does not match its digest");
+    assert!(!Path::new(&out).exists());
+    extpack(&[
+        "push",
+        &layout,
+        "--tag",
+        "127.0.0.1:9/x/y:1",
+        "--plain-http",
+    ])
+    .fails_with("does not match its digest");
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    for sub in ["build", "push", "publish", "inspect", "extract", "validate"] {
+        let run = extpack(&[sub, "--help"]).ok();
+        assert!(
+            run.stdout.contains("Example"),
+            "{sub} --help: {}",
+            run.stdout
+        );
+    }
+}
