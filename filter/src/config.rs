@@ -114,12 +114,14 @@ impl HeaderName {
         let lower = name.to_ascii_lowercase();
         if lower.starts_with(':') || lower == "host" {
             return Err(format!(
-                "{name:?}: :-prefixed or host headers may not be modified"
+                "{}: :-prefixed or host headers may not be modified",
+                quoted(name)
             ));
         }
         if !is_token(&lower) {
             return Err(format!(
-                "{name:?} is not a valid header name (RFC 9110 token characters only)"
+                "{} is not a valid header name (RFC 9110 token characters only)",
+                quoted(name)
             ));
         }
         Ok(HeaderName(lower))
@@ -128,6 +130,32 @@ impl HeaderName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `text` in double quotes for an error message, with quotes, backslashes
+/// and anything outside printable ASCII escaped, so a log line stays one
+/// readable line whatever the configuration held. (Not `{:?}`: Debug
+/// formatting pulls Unicode tables into the module.)
+pub fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for byte in text.bytes() {
+        match byte {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(byte as char);
+            }
+            0x20..=0x7e => out.push(byte as char),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\x");
+                out.push(HEX[usize::from(byte >> 4)] as char);
+                out.push(HEX[usize::from(byte & 15)] as char);
+            }
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// RFC 9110 `token`: one or more tchar.
@@ -340,7 +368,8 @@ fn parse_rule(path: &str, value: &Json) -> Result<HeaderRule, ConfigError> {
                     ConfigError::new(
                         &field,
                         format!(
-                            "unknown append action {name:?} (accepted: {})",
+                            "unknown append action {} (accepted: {})",
+                            quoted(name),
                             AppendAction::ALL.map(AppendAction::as_str).join(", ")
                         ),
                     )
@@ -652,6 +681,12 @@ mod tests {
                 "{json}\n  got:      {got}\n  expected: {expected}"
             );
         }
+    }
+
+    #[test]
+    fn quoted_names_stay_on_one_printable_line() {
+        assert_eq!(quoted("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(quoted("x\ty\u{e9}"), r#""x\x09y\xc3\xa9""#);
     }
 
     #[test]

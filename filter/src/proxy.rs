@@ -11,7 +11,6 @@
 
 use std::cell::RefCell;
 use std::ptr::null_mut;
-use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -24,18 +23,38 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// Per-VM state the per-request contexts share. Wasm VMs are single
-/// threaded; each Envoy worker has its own.
-#[derive(Default)]
+/// Per-VM state the per-request contexts share.
 struct Shared {
-    plan: Rc<Plan>,
+    /// `None` until the first configuration is accepted.
+    plan: Option<Plan>,
     scratch: Scratch,
     /// Counted in memory on the hot path, flushed to Envoy's stats on tick.
     pending: Outcome,
 }
 
-thread_local! {
-    static SHARED: RefCell<Shared> = RefCell::default();
+/// The VM's one `Shared`. A plain static rather than `thread_local!`: Wasm
+/// VMs run a single thread (each Envoy worker has its own VM), and the
+/// thread-local machinery costs code size and a lazy-init check per access.
+struct VmCell(RefCell<Shared>);
+
+// SAFETY: the module is built without threads or atomics; the VM never
+// touches this from two threads.
+unsafe impl Sync for VmCell {}
+
+static SHARED: VmCell = VmCell(RefCell::new(Shared {
+    plan: None,
+    scratch: Vec::new(),
+    pending: Outcome {
+        written: 0,
+        removed: 0,
+        refused: 0,
+    },
+}));
+
+/// Runs `f` on the shared state. Host calls made inside never re-enter the
+/// module's callbacks, so the borrow cannot be taken twice.
+fn with_shared<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
+    f(&mut SHARED.0.borrow_mut())
 }
 
 /// Counters shown in Envoy's `/stats` (as `wasmcustom.header_filter.*`).
@@ -76,7 +95,7 @@ impl RootContext for Root {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match Plan::from_json(&bytes) {
             Ok(plan) => {
-                SHARED.with(|shared| shared.borrow_mut().plan = Rc::new(plan));
+                with_shared(|shared| shared.plan = Some(plan));
                 let _ = proxy_wasm::hostcalls::set_tick_period(FLUSH_PERIOD);
                 true
             }
@@ -95,7 +114,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let Some(metrics) = self.metrics else { return };
-        let pending = SHARED.with(|shared| std::mem::take(&mut shared.borrow_mut().pending));
+        let pending = with_shared(|shared| std::mem::take(&mut shared.pending));
         for (id, count) in [
             (metrics.written, pending.written),
             (metrics.removed, pending.removed),
@@ -108,12 +127,11 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let keeps = SHARED.with(|shared| {
-            !shared
-                .borrow()
+        let keeps = with_shared(|shared| {
+            shared
                 .plan
-                .request_headers_for_response()
-                .is_empty()
+                .as_ref()
+                .is_some_and(|plan| !plan.request_headers_for_response().is_empty())
         });
         if keeps {
             Some(Box::new(KeepingStream::default()))
@@ -130,17 +148,17 @@ impl RootContext for Root {
 
 /// Applies the plan of `side`; `kept` answers `%REQ(..)%` on the response side.
 fn apply(side: Side, kept: &[Option<Vec<u8>>]) {
-    SHARED.with(|shared| {
-        let shared = &mut *shared.borrow_mut();
-        if !shared.plan.touches(side) {
+    with_shared(|shared| {
+        let Some(plan) = &shared.plan else { return };
+        if !plan.touches(side) {
             return;
         }
         let mut abi = Abi {
             phase: side,
-            plan: &shared.plan,
+            plan,
             kept,
         };
-        let outcome = shared.plan.apply(side, &mut abi, &mut shared.scratch);
+        let outcome = plan.apply(side, &mut abi, &mut shared.scratch);
         shared.pending.written += outcome.written;
         shared.pending.removed += outcome.removed;
         shared.pending.refused += outcome.refused;
@@ -177,12 +195,14 @@ impl Context for KeepingStream {}
 impl HttpContext for KeepingStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         apply(Side::Request, &[]);
-        let plan = SHARED.with(|shared| Rc::clone(&shared.borrow().plan));
-        self.kept = plan
-            .request_headers_for_response()
-            .iter()
-            .map(|name| read_header(Side::Request, name))
-            .collect();
+        self.kept = with_shared(|shared| {
+            let names = shared.plan.as_ref().map(Plan::request_headers_for_response);
+            names
+                .unwrap_or_default()
+                .iter()
+                .map(|name| read_header(Side::Request, name))
+                .collect()
+        });
         Action::Continue
     }
 

@@ -20,6 +20,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("docker-compose", "docker-compose"),
     ("apache2-utils", "ab"),
     ("valgrind", "valgrind"),
+    // wasm-opt: the size pass of `build-filter`.
+    ("binaryen", "wasm-opt"),
 ];
 
 pub fn run() -> Result<()> {
