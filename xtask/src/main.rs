@@ -12,6 +12,7 @@ macro_rules! say {
     }};
 }
 
+mod bench;
 mod command;
 mod demo;
 mod filter;
@@ -22,7 +23,8 @@ mod test;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup | build-filter | test [CARGO TEST ARGS...] | demo>";
+const USAGE: &str =
+    "usage: cargo xtask <setup | build-filter | test [CARGO TEST ARGS...] | demo | bench [OPTIONS]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -58,6 +60,10 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "test" => test::run(rest),
+        "bench" => {
+            bench::run(rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
         "demo" => {
             takes_no_args(job)?;
             demo::run()?;

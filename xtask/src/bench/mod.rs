@@ -1,0 +1,244 @@
+//! `cargo xtask bench`: what it costs Envoy to add three constant response
+//! headers, by mechanism: nothing, the route config, Lua, the hand-written
+//! Wasm floor (`benches/floor.wat`), our filter, and any extra modules.
+//!
+//! One Envoy (`--concurrency 1`) holds one front listener per mechanism, all
+//! proxying to a `direct` listener in the same Envoy. The primary figure is
+//! instructions per request under callgrind (stable on a busy machine);
+//! `wrk` throughput and latency, module load time and memory, and `extpack`
+//! timings are secondary. Results go to `benches/results/` as JSON, an SVG
+//! chart and a Markdown table; the table is also printed.
+//!
+//! Everything started here (Envoy, valgrind, wrk, the registry) is a child
+//! stopped by a drop guard, binds 127.0.0.1 only, and has a time limit.
+
+mod callgrind;
+mod chart;
+mod client;
+mod config;
+mod envoy;
+mod extpack;
+mod footprint;
+mod options;
+mod profile;
+mod report;
+mod stats;
+mod verify;
+mod wasm;
+mod wrk;
+
+use crate::{filter, paths};
+use anyhow::{bail, Context, Result};
+use config::{Adds, Front};
+use envoy::{Envoy, Under};
+use options::{Options, Variant};
+use report::{Measured, Module, Results};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Envoy under valgrind needs minutes to start (V8, a 100 MB binary).
+const CALLGRIND_START: Duration = Duration::from_secs(900);
+const PLAIN_START: Duration = Duration::from_secs(60);
+
+pub fn run(args: &[String]) -> Result<()> {
+    let options = Options::parse(args)?;
+    require_tools(&options)?;
+    let work = tempfile::Builder::new()
+        .prefix("xtask-bench-")
+        .tempdir()
+        .context("creating the bench temp dir")?;
+
+    let (filter_module, variants) = modules(&options)?;
+    let floor = wasm::compile_floor(work.path())?;
+    let lua = std::fs::read_to_string(paths::repo_root().join("benches/lua.lua"))
+        .context("reading benches/lua.lua")?;
+    let configuration = config::filter_configuration();
+
+    let mut fronts = vec![
+        front("none", Adds::Nothing),
+        front("route", Adds::Route),
+        front("lua", Adds::Lua(lua)),
+        front(
+            "floor",
+            Adds::Wasm {
+                module: floor.clone(),
+                configuration: None,
+            },
+        ),
+    ];
+    let mut modules = vec![Module::new("floor", &floor)?];
+    for variant in std::iter::once(&Variant {
+        name: "filter".to_string(),
+        module: filter_module,
+    })
+    .chain(&variants)
+    {
+        fronts.push(front(
+            &variant.name,
+            Adds::Wasm {
+                module: variant.module.clone(),
+                configuration: Some(configuration.clone()),
+            },
+        ));
+        modules.push(Module::new(&variant.name, &variant.module)?);
+    }
+    let names: Vec<String> = fronts.iter().map(|front| front.name.clone()).collect();
+
+    let mut results = Results::new(&options, &names, modules, envoy_version()?);
+
+    // Every listener checked on a plain Envoy first: a config Envoy refuses,
+    // or a module that adds nothing, fails here in seconds, not after
+    // minutes of valgrind.
+    {
+        let envoy = Envoy::start(
+            |port| config::bootstrap(&fronts, port),
+            Under::Nothing,
+            PLAIN_START,
+        )?;
+        verify::headers(&envoy, &names)?;
+        say!(
+            "bench: {} listeners verified (three headers added, none on `none`)",
+            names.len()
+        );
+    }
+
+    if !options.skip_callgrind {
+        say!("bench: starting envoy under callgrind (this takes a few minutes)");
+        let envoy = Envoy::start(
+            |port| config::bootstrap(&fronts, port),
+            Under::Callgrind,
+            CALLGRIND_START,
+        )?;
+        say!(
+            "bench: envoy under callgrind LIVE after {:.0?}",
+            envoy.ready_after
+        );
+        verify::headers(&envoy, &names)?;
+        let counts = callgrind::measure(&envoy, &names, options.requests, options.rounds)?;
+        results.profile = profile::compare(&counts, options.requests, &results.profiled_pairs())
+            .unwrap_or_else(|err| {
+                say!("bench: per-function profile skipped: {err:#}");
+                Vec::new()
+            });
+        results.callgrind = Some(Measured::from_counts(&counts, options.requests));
+    }
+
+    if !options.skip_wrk {
+        let envoy = Envoy::start(
+            |port| config::bootstrap(&fronts, port),
+            Under::Nothing,
+            PLAIN_START,
+        )?;
+        verify::headers(&envoy, &names)?;
+        results.wrk = Some(wrk::measure(
+            &envoy,
+            &names,
+            options.rounds,
+            options.wrk_seconds,
+        )?);
+    }
+
+    footprint::measure(&mut results.modules, &fronts, options.rounds.max(3))?;
+
+    if !options.skip_extpack {
+        results.extpack = Some(extpack::measure(
+            &results.modules[1].path,
+            work.path(),
+            options.rounds,
+        ));
+    }
+
+    let out = options.out.clone().unwrap_or_else(|| {
+        if options.quick {
+            paths::target_dir().join("bench")
+        } else {
+            paths::repo_root().join("benches").join("results")
+        }
+    });
+    report::write(&results, &out)?;
+    say!("{}", report::table(&results));
+    say!("bench: results in {}", out.display());
+    Ok(())
+}
+
+fn front(name: &str, adds: Adds) -> Front {
+    Front {
+        name: name.to_string(),
+        adds,
+    }
+}
+
+/// The module measured as `filter` and the extra variants. Without
+/// `--module`, builds ours and adds cargo's unpruned output as
+/// `filter-unpruned` (the before/after of the post-link pruning).
+fn modules(options: &Options) -> Result<(PathBuf, Vec<Variant>)> {
+    let mut variants = options.variants.clone();
+    let filter_module = match &options.module {
+        Some(path) => path.clone(),
+        None => {
+            let built = filter::build_filter()?;
+            let unpruned = paths::target_dir()
+                .join("wasm32-wasip1")
+                .join("release")
+                .join("header_filter.wasm");
+            if unpruned.is_file() && !variants.iter().any(|v| v.name == "filter-unpruned") {
+                variants.push(Variant {
+                    name: "filter-unpruned".to_string(),
+                    module: unpruned,
+                });
+            }
+            built
+        }
+    };
+    let mut absolute = Vec::new();
+    for path in std::iter::once(&filter_module).chain(variants.iter().map(|v| &v.module)) {
+        absolute.push(
+            std::fs::canonicalize(path)
+                .with_context(|| format!("wasm module {} not found", path.display()))?,
+        );
+    }
+    let filter_module = absolute.remove(0);
+    for (variant, path) in variants.iter_mut().zip(absolute) {
+        variant.module = path;
+    }
+    Ok((filter_module, variants))
+}
+
+fn require_tools(options: &Options) -> Result<()> {
+    let mut needed = Vec::new();
+    if !options.skip_callgrind {
+        needed.extend(["valgrind", "callgrind_control", "callgrind_annotate"]);
+    }
+    if !options.skip_wrk {
+        needed.push("wrk");
+    }
+    if !options.skip_extpack {
+        needed.push("docker-registry");
+    }
+    let missing: Vec<&str> = needed
+        .into_iter()
+        .filter(|tool| !paths::on_path(tool))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "missing {}; run `cargo xtask setup` (Debian packages valgrind, wrk, docker-registry)",
+            missing.join(", ")
+        );
+    }
+    if paths::envoy_elf().is_none() {
+        bail!("envoy is missing from .venv; run `cargo xtask setup`");
+    }
+    Ok(())
+}
+
+fn envoy_version() -> Result<String> {
+    let elf = paths::envoy_elf().context("envoy is missing from .venv")?;
+    let text = crate::command::stdout(std::process::Command::new(elf).arg("--version"))?;
+    Ok(text
+        .split_whitespace()
+        .find(|word| {
+            word.contains('/') && word.chars().next().is_some_and(|c| c.is_ascii_hexdigit())
+        })
+        .unwrap_or(text.trim())
+        .to_string())
+}
