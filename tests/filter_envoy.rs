@@ -145,26 +145,101 @@ fn differential_spec() -> serde_json::Value {
         for (i, action) in ACTIONS.iter().enumerate() {
             rules.push(rule(&format!("x-{side}-present-{i}"), "new", action, false));
             rules.push(rule(&format!("x-{side}-absent-{i}"), "new", action, false));
-            rules.push(rule(&format!("x-{side}-fmt-present-{i}"), "f=%REQ(x-src)%", action, false));
+            rules.push(rule(
+                &format!("x-{side}-fmt-present-{i}"),
+                "f=%REQ(x-src)%",
+                action,
+                false,
+            ));
         }
         for (i, formatter) in FORMATTERS.iter().enumerate() {
-            rules.push(rule(&format!("x-{side}-f{i}"), formatter, "APPEND_IF_EXISTS_OR_ADD", false));
-            rules.push(rule(&format!("x-{side}-k{i}"), formatter, "APPEND_IF_EXISTS_OR_ADD", true));
-            rules.push(rule(&format!("x-{side}-m{i}"), &format!("<{formatter}>"), "APPEND_IF_EXISTS_OR_ADD", false));
+            rules.push(rule(
+                &format!("x-{side}-f{i}"),
+                formatter,
+                "APPEND_IF_EXISTS_OR_ADD",
+                false,
+            ));
+            rules.push(rule(
+                &format!("x-{side}-k{i}"),
+                formatter,
+                "APPEND_IF_EXISTS_OR_ADD",
+                true,
+            ));
+            rules.push(rule(
+                &format!("x-{side}-m{i}"),
+                &format!("<{formatter}>"),
+                "APPEND_IF_EXISTS_OR_ADD",
+                false,
+            ));
         }
-        rules.push(rule(&format!("x-{side}-empty"), "", "APPEND_IF_EXISTS_OR_ADD", false));
-        rules.push(rule(&format!("x-{side}-empty-kept"), "", "APPEND_IF_EXISTS_OR_ADD", true));
-        rules.push(rule(&format!("x-{side}-none"), "%REQ(x-missing)%", "APPEND_IF_EXISTS_OR_ADD", false));
-        rules.push(rule(&format!("x-{side}-none-kept"), "%REQ(x-missing)%", "APPEND_IF_EXISTS_OR_ADD", true));
-        rules.push(rule(&format!("x-{side}-percent"), "100%% sure, %%REQ(x)%%", "APPEND_IF_EXISTS_OR_ADD", false));
-        rules.push(rule(&format!("x-{side}-after-remove"), "%REQ(x-doomed)%", "APPEND_IF_EXISTS_OR_ADD", false));
-        rules.push(rule(&format!("x-{side}-doomed"), "back", "ADD_IF_ABSENT", false));
+        rules.push(rule(
+            &format!("x-{side}-empty"),
+            "",
+            "APPEND_IF_EXISTS_OR_ADD",
+            false,
+        ));
+        rules.push(rule(
+            &format!("x-{side}-empty-kept"),
+            "",
+            "APPEND_IF_EXISTS_OR_ADD",
+            true,
+        ));
+        rules.push(rule(
+            &format!("x-{side}-none"),
+            "%REQ(x-missing)%",
+            "APPEND_IF_EXISTS_OR_ADD",
+            false,
+        ));
+        rules.push(rule(
+            &format!("x-{side}-none-kept"),
+            "%REQ(x-missing)%",
+            "APPEND_IF_EXISTS_OR_ADD",
+            true,
+        ));
+        rules.push(rule(
+            &format!("x-{side}-percent"),
+            "100%% sure, %%REQ(x)%%",
+            "APPEND_IF_EXISTS_OR_ADD",
+            false,
+        ));
+        rules.push(rule(
+            &format!("x-{side}-after-remove"),
+            "%REQ(x-doomed)%",
+            "APPEND_IF_EXISTS_OR_ADD",
+            false,
+        ));
+        rules.push(rule(
+            &format!("x-{side}-doomed"),
+            "back",
+            "ADD_IF_ABSENT",
+            false,
+        ));
         // Two ADD_IF_ABSENT on one absent name: Envoy decides both first.
-        rules.push(rule(&format!("x-{side}-twice"), "1", "ADD_IF_ABSENT", false));
-        rules.push(rule(&format!("x-{side}-twice"), "2", "ADD_IF_ABSENT", false));
+        rules.push(rule(
+            &format!("x-{side}-twice"),
+            "1",
+            "ADD_IF_ABSENT",
+            false,
+        ));
+        rules.push(rule(
+            &format!("x-{side}-twice"),
+            "2",
+            "ADD_IF_ABSENT",
+            false,
+        ));
         // An append before an overwrite of the same name.
-        rules.push(rule(&format!("x-{side}-order"), "a", "APPEND_IF_EXISTS_OR_ADD", false));
-        rules.push(rule(&format!("x-{side}-order"), "b", "OVERWRITE_IF_EXISTS_OR_ADD", false));
+        rules.push(rule(
+            &format!("x-{side}-order"),
+            "a",
+            "APPEND_IF_EXISTS_OR_ADD",
+            false,
+        ));
+        rules.push(rule(
+            &format!("x-{side}-order"),
+            "b",
+            "OVERWRITE_IF_EXISTS_OR_ADD",
+            false,
+        ));
         sides.insert(side, rules);
     }
     serde_json::json!({
@@ -184,13 +259,22 @@ fn differential_request() -> Vec<(String, String)> {
         ("x-multi".to_string(), "second".to_string()),
         ("x-doomed".to_string(), "removed".to_string()),
         ("x-request-doomed".to_string(), "removed".to_string()),
-        ("x-respond-x-response-doomed".to_string(), "removed".to_string()),
+        (
+            "x-respond-x-response-doomed".to_string(),
+            "removed".to_string(),
+        ),
         ("x-respond-x-up-gone".to_string(), "removed".to_string()),
-        ("x-respond-x-up-src".to_string(), "upstream-value".to_string()),
+        (
+            "x-respond-x-up-src".to_string(),
+            "upstream-value".to_string(),
+        ),
     ];
     for i in 0..4 {
         for side in ["request", "response"] {
-            for name in [format!("x-{side}-present-{i}"), format!("x-{side}-fmt-present-{i}")] {
+            for name in [
+                format!("x-{side}-present-{i}"),
+                format!("x-{side}-fmt-present-{i}"),
+            ] {
                 let name = if side == "request" {
                     name
                 } else {
@@ -259,7 +343,10 @@ fn filter_and_native_route_config_produce_identical_headers() {
     .unwrap_or_else(|e| panic!("envoy did not start: {e}\n{}", e.log()));
 
     let request = differential_request();
-    let request: Vec<(&str, &str)> = request.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let request: Vec<(&str, &str)> = request
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     let native = http::get(envoy.listener("native"), "/differential?q=1", &request);
     let filter = http::get(envoy.listener("filter"), "/differential?q=1", &request);
     assert_eq!(native.status, 200);
@@ -284,15 +371,27 @@ fn filter_and_native_route_config_produce_identical_headers() {
     assert!(!filter_down.contains_key("x-up-gone"));
 }
 
-fn assert_same(native: &BTreeMap<String, Vec<String>>, filter: &BTreeMap<String, Vec<String>>, what: &str) {
+fn assert_same(
+    native: &BTreeMap<String, Vec<String>>,
+    filter: &BTreeMap<String, Vec<String>>,
+    what: &str,
+) {
     let mut differences = Vec::new();
     for name in native.keys().chain(filter.keys()) {
         let (n, f) = (native.get(name), filter.get(name));
-        if n != f && !differences.iter().any(|d: &String| d.starts_with(&format!("{name}:"))) {
+        if n != f
+            && !differences
+                .iter()
+                .any(|d: &String| d.starts_with(&format!("{name}:")))
+        {
             differences.push(format!("{name}: native {n:?}, filter {f:?}"));
         }
     }
-    assert!(differences.is_empty(), "{what} differ:\n  {}", differences.join("\n  "));
+    assert!(
+        differences.is_empty(),
+        "{what} differ:\n  {}",
+        differences.join("\n  ")
+    );
 }
 
 #[test]
@@ -305,7 +404,10 @@ fn addresses_are_the_real_listener_and_upstream_addresses() {
     let envoy = start_filter(&upstream, config).unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
     let listener = envoy.listener("filter");
     let response = http::get(listener, "/", &[]);
-    assert_eq!(response.header("x-local"), Some(listener.to_string().as_str()));
+    assert_eq!(
+        response.header("x-local"),
+        Some(listener.to_string().as_str())
+    );
     assert_eq!(
         response.header("x-upstream-addr"),
         Some(upstream.addr().to_string().as_str())
@@ -316,9 +418,16 @@ fn addresses_are_the_real_listener_and_upstream_addresses() {
 #[test]
 fn maistra_flat_config_appends_to_every_response() {
     let upstream = EchoUpstream::start();
-    let envoy = start_filter(&upstream, r#"{"x-custom": "maistra", "x-powered-by": "wasm"}"#)
-        .unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
-    let response = http::get(envoy.listener("filter"), "/", &[("x-respond-x-powered-by", "php")]);
+    let envoy = start_filter(
+        &upstream,
+        r#"{"x-custom": "maistra", "x-powered-by": "wasm"}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
+    let response = http::get(
+        envoy.listener("filter"),
+        "/",
+        &[("x-respond-x-powered-by", "php")],
+    );
     assert_eq!(response.header_all("x-custom"), ["maistra"]);
     assert_eq!(response.header_all("x-powered-by"), ["php", "wasm"]);
     assert!(response.echoed("x-custom").is_empty(), "requests untouched");
@@ -357,10 +466,25 @@ fn bad_configuration_stops_envoy_with_one_filter_log_line() {
         };
         let line = format!("header-filter: invalid configuration: {reason}");
         let log = error.log();
-        let hits: Vec<&str> = log.lines().filter(|l| l.contains("header-filter: invalid")).collect();
-        assert_eq!(hits.len(), 1, "one filter line expected for {config}:\n{log}");
-        assert!(hits[0].contains(&line), "expected {line:?} in {:?}", hits[0]);
-        assert!(hits[0].contains("[error]"), "logged at error level: {}", hits[0]);
+        let hits: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("header-filter: invalid"))
+            .collect();
+        assert_eq!(
+            hits.len(),
+            1,
+            "one filter line expected for {config}:\n{log}"
+        );
+        assert!(
+            hits[0].contains(&line),
+            "expected {line:?} in {:?}",
+            hits[0]
+        );
+        assert!(
+            hits[0].contains("[error]"),
+            "logged at error level: {}",
+            hits[0]
+        );
     }
 }
 
@@ -373,7 +497,10 @@ fn stats_count_what_the_filter_did() {
     let envoy = start_filter(&upstream, config).unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
     let requests = 5;
     for _ in 0..requests {
-        assert_eq!(http::get(envoy.listener("filter"), "/", &[("x-in", "v")]).status, 200);
+        assert_eq!(
+            http::get(envoy.listener("filter"), "/", &[("x-in", "v")]).status,
+            200
+        );
     }
     // Counters are flushed once a second.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -386,9 +513,17 @@ fn stats_count_what_the_filter_did() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(written, Some(2 * requests), "stats:\n{}", envoy.admin_get("/stats?filter=header_filter"));
+    assert_eq!(
+        written,
+        Some(2 * requests),
+        "stats:\n{}",
+        envoy.admin_get("/stats?filter=header_filter")
+    );
     assert_eq!(removed, Some(requests));
-    assert_eq!(envoy.stat("wasmcustom.header_filter.values_refused"), Some(0));
+    assert_eq!(
+        envoy.stat("wasmcustom.header_filter.values_refused"),
+        Some(0)
+    );
 }
 
 #[test]
@@ -400,7 +535,11 @@ fn shipped_envoy_config_runs_natively() {
     let response = http::get(
         envoy.listener("ingress"),
         "/demo",
-        &[("x-debug", "1"), ("x-env", "dev"), ("x-respond-x-powered-by", "php")],
+        &[
+            ("x-debug", "1"),
+            ("x-env", "dev"),
+            ("x-respond-x-powered-by", "php"),
+        ],
     );
     assert_eq!(response.status, 200);
     assert_eq!(response.echoed("x-env"), ["demo"]);
@@ -410,4 +549,12 @@ fn shipped_envoy_config_runs_natively() {
     assert_eq!(response.header("x-request-path"), Some("/demo"));
     assert_eq!(response.header("x-cache"), Some("MISS"));
     assert_eq!(response.header("x-powered-by"), None);
+}
+
+/// The module is loaded into every Envoy worker: its budget is 100 KiB
+/// (the Maistra header-append example is 139 KiB).
+#[test]
+fn module_fits_its_size_budget() {
+    let size = std::fs::metadata(paths::filter_wasm()).unwrap().len();
+    assert!(size <= 100 * 1024, "module is {size} bytes, the budget is 102400");
 }

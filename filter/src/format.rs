@@ -99,7 +99,7 @@ impl fmt::Display for FormatError {
             FormatError::Unknown { at, command } => write!(
                 f,
                 "unknown formatter %{command}% at byte {at} (supported: {})",
-                SUPPORTED.join(", ")
+                crate::config::comma_list(SUPPORTED)
             ),
             FormatError::BadArgument {
                 at,

@@ -14,6 +14,8 @@ pub mod json;
 pub mod plan;
 
 #[cfg(target_arch = "wasm32")]
+mod alloc;
+#[cfg(target_arch = "wasm32")]
 mod proxy;
 
 pub use config::{Config, ConfigError};

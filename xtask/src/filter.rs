@@ -67,7 +67,7 @@ fn post_link(compiled: PathBuf) -> Result<PathBuf> {
     let pruned_path = final_path.with_extension("pruned.wasm");
     let pruned = crate::prune::prune(&compiled, &pruned_path)?;
     say!(
-        "build-filter: pruned {} unused proxy_on_* exports ({} -> {} bytes)",
+        "build-filter: dropped {} unused exports ({} -> {} bytes)",
         pruned.dropped.len(),
         pruned.size_before,
         pruned.size_after

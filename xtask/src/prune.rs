@@ -28,6 +28,19 @@ pub const KEPT_CALLBACKS: &[&str] = &[
     "proxy_on_delete",
 ];
 
+/// The C allocation functions the filter defines (filter/src/alloc.rs) so
+/// that wasi-libc's dlmalloc stays out: a cdylib exports them, but the host
+/// allocates through `proxy_on_memory_allocate`, so the exports go.
+const C_ALLOCATOR: &[&str] = &[
+    "malloc",
+    "calloc",
+    "realloc",
+    "free",
+    "aligned_alloc",
+    "posix_memalign",
+    "malloc_usable_size",
+];
+
 /// What pruning did, for the build's one line of output.
 pub struct Pruned {
     pub dropped: Vec<String>,
@@ -55,7 +68,10 @@ pub fn prune(input: &Path, output: &Path) -> Result<Pruned> {
     let dropped: Vec<(walrus::ExportId, String)> = module
         .exports
         .iter()
-        .filter(|e| e.name.starts_with("proxy_on_") && !KEPT_CALLBACKS.contains(&e.name.as_str()))
+        .filter(|e| {
+            (e.name.starts_with("proxy_on_") && !KEPT_CALLBACKS.contains(&e.name.as_str()))
+                || C_ALLOCATOR.contains(&e.name.as_str())
+        })
         .map(|e| (e.id(), e.name.clone()))
         .collect();
     for (id, _) in &dropped {

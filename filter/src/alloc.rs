@@ -1,0 +1,128 @@
+//! The VM's memory allocator: talc, for Rust and for the few C calls of
+//! wasi-libc (its `getenv`, reached from std's panic hook).
+//!
+//! Why: wasi-libc's dlmalloc was 9 KB of a module with a 100 KiB budget;
+//! talc is a maintained dlmalloc-style allocator (binning, boundary tags,
+//! coalescing) of about 2 KB. Defining the C allocation functions here keeps
+//! dlmalloc out of the link entirely. Envoy's Wasm VMs are single threaded.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::null_mut;
+
+#[global_allocator]
+static TALC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
+/// A C allocation: `[offset][size]` sit just below the returned pointer,
+/// `offset` bytes above talc's block (C's `free` is not told the layout).
+const MIN_OFFSET: usize = 16;
+
+unsafe fn c_alloc(align: usize, size: usize) -> *mut u8 {
+    let offset = align.max(MIN_OFFSET);
+    let Some(layout) = size
+        .checked_add(offset)
+        .and_then(|total| Layout::from_size_align(total, offset).ok())
+    else {
+        return null_mut();
+    };
+    let base = TALC.alloc(layout);
+    if base.is_null() {
+        return base;
+    }
+    let ptr = base.add(offset);
+    ptr.cast::<usize>().sub(2).write(offset);
+    ptr.cast::<usize>().sub(1).write(size);
+    ptr
+}
+
+/// The layout talc gave `ptr`'s block, and the block.
+unsafe fn c_block(ptr: *mut u8) -> (*mut u8, Layout, usize) {
+    let offset = ptr.cast::<usize>().sub(2).read();
+    let size = ptr.cast::<usize>().sub(1).read();
+    let layout = Layout::from_size_align_unchecked(size + offset, offset);
+    (ptr.sub(offset), layout, size)
+}
+
+/// # Safety
+/// C `malloc`.
+#[no_mangle]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut u8 {
+    c_alloc(MIN_OFFSET, size)
+}
+
+/// # Safety
+/// C `calloc`.
+#[no_mangle]
+pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut u8 {
+    let Some(total) = count.checked_mul(size) else {
+        return null_mut();
+    };
+    let ptr = malloc(total);
+    if !ptr.is_null() {
+        ptr.write_bytes(0, total);
+    }
+    ptr
+}
+
+/// # Safety
+/// C `aligned_alloc`.
+#[no_mangle]
+pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
+    if !align.is_power_of_two() {
+        return null_mut();
+    }
+    c_alloc(align, size)
+}
+
+/// # Safety
+/// C `posix_memalign`.
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut u8, align: usize, size: usize) -> i32 {
+    const EINVAL: i32 = 28;
+    const ENOMEM: i32 = 48;
+    if !align.is_power_of_two() || align < core::mem::size_of::<usize>() {
+        return EINVAL;
+    }
+    let ptr = c_alloc(align, size);
+    if ptr.is_null() {
+        return ENOMEM;
+    }
+    out.write(ptr);
+    0
+}
+
+/// # Safety
+/// C `free`: `ptr` is null or came from one of the functions above.
+#[no_mangle]
+pub unsafe extern "C" fn free(ptr: *mut u8) {
+    if !ptr.is_null() {
+        let (base, layout, _) = c_block(ptr);
+        TALC.dealloc(base, layout);
+    }
+}
+
+/// # Safety
+/// C `realloc`.
+#[no_mangle]
+pub unsafe extern "C" fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
+    if ptr.is_null() {
+        return malloc(size);
+    }
+    let (_, _, old_size) = c_block(ptr);
+    let new = malloc(size);
+    if !new.is_null() {
+        new.copy_from_nonoverlapping(ptr, old_size.min(size));
+        free(ptr);
+    }
+    new
+}
+
+/// # Safety
+/// C `malloc_usable_size`.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(ptr: *mut u8) -> usize {
+    if ptr.is_null() {
+        0
+    } else {
+        c_block(ptr).2
+    }
+}
