@@ -74,7 +74,12 @@ impl Connection {
         for _ in 0..count {
             let response = self.get("/")?;
             if response.status != 200 {
-                bail!("{} answered {} during the run", self.addr, response.status);
+                bail!(
+                    "{} answered {} during the run: {}",
+                    self.addr,
+                    response.status,
+                    response.body.trim()
+                );
             }
         }
         Ok(())

@@ -52,7 +52,7 @@ fn try_measure(module: &Path, work: &Path, repeats: u32, figures: &mut Figures) 
             None
         }
     };
-    for (label, path) in [("filter", module.to_path_buf()), ("10MiB", large)] {
+    for (label, path) in [("filter", module.to_path_buf()), ("10mib", large)] {
         let bytes = std::fs::metadata(&path)?.len();
         let mut builds = Vec::new();
         let mut pushes = Vec::new();

@@ -33,7 +33,7 @@ use config::{Adds, Front};
 use envoy::{Envoy, Under};
 use options::{Options, Variant};
 use report::{Measured, Module, Results};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Envoy under valgrind needs minutes to start (V8, a 100 MB binary).
@@ -48,7 +48,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .tempdir()
         .context("creating the bench temp dir")?;
 
-    let (filter_module, variants) = modules(&options)?;
+    let (filter, variants) = modules(&options, work.path())?;
     let floor = wasm::compile_floor(work.path())?;
     let lua = std::fs::read_to_string(paths::repo_root().join("benches/lua.lua"))
         .context("reading benches/lua.lua")?;
@@ -66,13 +66,8 @@ pub fn run(args: &[String]) -> Result<()> {
             },
         ),
     ];
-    let mut modules = vec![Module::new("floor", &floor)?];
-    for variant in std::iter::once(&Variant {
-        name: "filter".to_string(),
-        module: filter_module,
-    })
-    .chain(&variants)
-    {
+    let mut modules = vec![Module::new("floor", &floor, &wasm::floor_source())?];
+    for variant in std::iter::once(&filter).chain(&variants) {
         fronts.push(front(
             &variant.name,
             Adds::Wasm {
@@ -80,7 +75,11 @@ pub fn run(args: &[String]) -> Result<()> {
                 configuration: Some(configuration.clone()),
             },
         ));
-        modules.push(Module::new(&variant.name, &variant.module)?);
+        modules.push(Module::new(
+            &variant.name,
+            &variant.module,
+            &variant.source,
+        )?);
     }
     let names: Vec<String> = fronts.iter().map(|front| front.name.clone()).collect();
 
@@ -138,7 +137,7 @@ pub fn run(args: &[String]) -> Result<()> {
         )?);
     }
 
-    footprint::measure(&mut results.modules, &fronts, options.rounds.max(3))?;
+    footprint::measure(&mut results.modules, &fronts, options.rounds.max(5))?;
 
     if !options.skip_extpack {
         results.extpack = Some(extpack::measure(
@@ -168,40 +167,31 @@ fn front(name: &str, adds: Adds) -> Front {
     }
 }
 
-/// The module measured as `filter` and the extra variants. Without
-/// `--module`, builds ours and adds cargo's unpruned output as
-/// `filter-unpruned` (the before/after of the post-link pruning).
-fn modules(options: &Options) -> Result<(PathBuf, Vec<Variant>)> {
+/// The module measured as `filter` (ours, built, unless `--module`) and the
+/// `--variant` modules. Each is copied into `work` first: a rebuild during
+/// the run (other work in the same tree) must not change what is measured
+/// halfway.
+fn modules(options: &Options, work: &Path) -> Result<(Variant, Vec<Variant>)> {
     let mut variants = options.variants.clone();
-    let filter_module = match &options.module {
+    let filter_source = match &options.module {
         Some(path) => path.clone(),
-        None => {
-            let built = filter::build_filter()?;
-            let unpruned = paths::target_dir()
-                .join("wasm32-wasip1")
-                .join("release")
-                .join("header_filter.wasm");
-            if unpruned.is_file() && !variants.iter().any(|v| v.name == "filter-unpruned") {
-                variants.push(Variant {
-                    name: "filter-unpruned".to_string(),
-                    module: unpruned,
-                });
-            }
-            built
-        }
+        None => filter::build_filter()?,
     };
-    let mut absolute = Vec::new();
-    for path in std::iter::once(&filter_module).chain(variants.iter().map(|v| &v.module)) {
-        absolute.push(
-            std::fs::canonicalize(path)
-                .with_context(|| format!("wasm module {} not found", path.display()))?,
-        );
+    let snapshot = |name: &str, path: &Path| -> Result<PathBuf> {
+        let copy = work.join(format!("{name}.wasm"));
+        std::fs::copy(path, &copy)
+            .with_context(|| format!("wasm module {} not found", path.display()))?;
+        Ok(copy)
+    };
+    let filter = Variant {
+        name: "filter".to_string(),
+        module: snapshot("filter", &filter_source)?,
+        source: filter_source,
+    };
+    for variant in &mut variants {
+        variant.module = snapshot(&variant.name, &variant.source)?;
     }
-    let filter_module = absolute.remove(0);
-    for (variant, path) in variants.iter_mut().zip(absolute) {
-        variant.module = path;
-    }
-    Ok((filter_module, variants))
+    Ok((filter, variants))
 }
 
 fn require_tools(options: &Options) -> Result<()> {

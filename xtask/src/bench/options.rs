@@ -13,7 +13,10 @@ pub const USAGE: &str = "usage: cargo xtask bench [--requests N] [--rounds R] [-
 pub struct Variant {
     /// Listener name: lower-case letters, digits and `-`.
     pub name: String,
+    /// The module Envoy loads (a snapshot of `source` once the run starts).
     pub module: PathBuf,
+    /// The path the user gave, for the report.
+    pub source: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +119,7 @@ fn variant(text: &str) -> Result<Variant> {
     Ok(Variant {
         name: name.to_string(),
         module: PathBuf::from(path),
+        source: PathBuf::from(path),
     })
 }
 

@@ -23,7 +23,10 @@ pub const STRETCH: f64 = 1.05;
 #[derive(Debug, Clone)]
 pub struct Module {
     pub name: String,
+    /// What Envoy loads (a snapshot taken when the run started).
     pub path: PathBuf,
+    /// Where the module came from, for the report.
+    pub source: PathBuf,
     pub bytes: u64,
     /// Extra spawn-to-LIVE time with the module's listener, ms.
     pub load_ms: Option<f64>,
@@ -32,13 +35,14 @@ pub struct Module {
 }
 
 impl Module {
-    pub fn new(name: &str, path: &Path) -> Result<Module> {
+    pub fn new(name: &str, path: &Path, source: &Path) -> Result<Module> {
         let bytes = std::fs::metadata(path)
             .with_context(|| format!("reading {}", path.display()))?
             .len();
         Ok(Module {
             name: name.to_string(),
             path: path.to_path_buf(),
+            source: source.to_path_buf(),
             bytes,
             load_ms: None,
             rss_kib: None,
@@ -204,7 +208,7 @@ impl Results {
             .map(|m| {
                 json!({
                     "name": m.name,
-                    "path": display_path(&m.path),
+                    "source": display_path(&m.source),
                     "bytes": m.bytes,
                     "load_ms": m.load_ms.map(round3),
                     "rss_kib": m.rss_kib.map(f64::round),
