@@ -526,35 +526,13 @@ fn stats_count_what_the_filter_did() {
     );
 }
 
-#[test]
-fn shipped_envoy_config_runs_natively() {
-    let upstream = EchoUpstream::start();
-    let yaml = std::fs::read_to_string(paths::repo_root().join("envoy-config/envoy.yaml")).unwrap();
-    let envoy = Envoy::start(&e2e::template::native_envoy_config(&yaml, upstream.port()))
-        .unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
-    let response = http::get(
-        envoy.listener("ingress"),
-        "/demo",
-        &[
-            ("x-debug", "1"),
-            ("x-env", "dev"),
-            ("x-respond-x-powered-by", "php"),
-        ],
-    );
-    assert_eq!(response.status, 200);
-    assert_eq!(response.echoed("x-env"), ["demo"]);
-    assert_eq!(response.echoed("x-client-ip"), ["127.0.0.1"]);
-    assert!(response.echoed("x-debug").is_empty());
-    assert_eq!(response.header("x-served-by"), Some("header-filter"));
-    assert_eq!(response.header("x-request-path"), Some("/demo"));
-    assert_eq!(response.header("x-cache"), Some("MISS"));
-    assert_eq!(response.header("x-powered-by"), None);
-}
-
 /// The module is loaded into every Envoy worker: its budget is 100 KiB
 /// (the Maistra header-append example is 139 KiB).
 #[test]
 fn module_fits_its_size_budget() {
     let size = std::fs::metadata(paths::filter_wasm()).unwrap().len();
-    assert!(size <= 100 * 1024, "module is {size} bytes, the budget is 102400");
+    assert!(
+        size <= 100 * 1024,
+        "module is {size} bytes, the budget is 102400"
+    );
 }

@@ -38,28 +38,41 @@ pub fn render(template: &str, vars: &[(&str, &dyn Display)]) -> String {
 /// The shipped `envoy-config/envoy.yaml` (written for docker-compose) made to
 /// run natively: only the addresses and the module path change. Listeners and
 /// admin go to 127.0.0.1 port 0, the `upstream:8080` host to the given port on
-/// 127.0.0.1, `/etc/envoy/header_filter.wasm` to the built module.
-pub fn native_envoy_config(compose_yaml: &str, upstream_port: u16) -> String {
-    let rewritten = compose_yaml
-        .replace(
-            "{ address: 0.0.0.0, port_value: 9901 }",
-            "{ address: 127.0.0.1, port_value: 0 }",
-        )
-        .replace(
-            "{ address: 0.0.0.0, port_value: 10000 }",
-            "{ address: 127.0.0.1, port_value: 0 }",
-        )
-        .replace(
-            "{ address: upstream, port_value: 8080 }",
-            &format!("{{ address: 127.0.0.1, port_value: {upstream_port} }}"),
-        )
-        .replace(
-            "/etc/envoy/header_filter.wasm",
-            &crate::paths::filter_wasm().display().to_string(),
+/// 127.0.0.1, `/etc/envoy/header_filter.wasm` to `module`.
+///
+/// # Panics
+/// When the file no longer has the shape this rewrites (so the compose file
+/// and the native run cannot silently drift apart).
+pub fn native_envoy_config(
+    compose_yaml: &str,
+    upstream_port: u16,
+    module: &std::path::Path,
+) -> String {
+    let rewrites = [
+        (
+            "{ address: 0.0.0.0, port_value: 9901 }".to_string(),
+            "{ address: 127.0.0.1, port_value: 0 }".to_string(),
+        ),
+        (
+            "{ address: 0.0.0.0, port_value: 10000 }".to_string(),
+            "{ address: 127.0.0.1, port_value: 0 }".to_string(),
+        ),
+        (
+            "{ address: upstream, port_value: 8080 }".to_string(),
+            format!("{{ address: 127.0.0.1, port_value: {upstream_port} }}"),
+        ),
+        (
+            "/etc/envoy/header_filter.wasm".to_string(),
+            module.display().to_string(),
+        ),
+    ];
+    let mut yaml = compose_yaml.to_string();
+    for (from, to) in &rewrites {
+        assert!(
+            yaml.contains(from.as_str()),
+            "envoy-config/envoy.yaml no longer contains `{from}`"
         );
-    assert!(
-        !rewritten.contains("0.0.0.0") && !rewritten.contains("/etc/envoy"),
-        "envoy-config/envoy.yaml changed shape: an address or path was not rewritten"
-    );
-    rewritten
+        yaml = yaml.replace(from.as_str(), to);
+    }
+    yaml
 }
