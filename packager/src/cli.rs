@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::image::{Format, Image, Inspection};
 use crate::layer;
 use crate::manifest::{ManifestInput, ScalarText};
+use crate::mesh::{self, FilterConfig, Manifests, MeshInputs, Selector};
 use crate::output;
 use crate::package::{self, BuildInputs};
 use crate::registry::{self, Credentials, Options};
@@ -133,6 +134,58 @@ Example:
         output: PathBuf,
         /// Replace an existing output
         #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Print a ServiceMeshExtension, WasmPlugin and EnvoyFilter for an image
+    #[command(
+        long_about = "Generate the mesh resources that deploy an image, pinned to its digest: a \
+ServiceMeshExtension (maistra.io/v1), a WasmPlugin (extensions.istio.io/v1alpha1) and an \
+EnvoyFilter (networking.istio.io/v1alpha3) whose Wasm filter fetches the module from the \
+registry's blob URL (artifact format) or --module-url, checked by sha256. The image is read \
+from the registry at REF, or from a local layout/archive with --image (what `push` sends, \
+byte for byte). --config is validated with the filter's own code and embedded in each.
+
+Example:
+  extpack manifests ghcr.io/acme/header-filter:1.0.0 --config filter-config.json \\
+      --namespace bookinfo --selector app=productpage --output-dir manifests/"
+    )]
+    Manifests {
+        /// Where the image is: REGISTRY/REPOSITORY:TAG (or @sha256:...)
+        reference: String,
+        /// The filter configuration (JSON) to embed
+        #[arg(long, value_name = "FILE.json")]
+        config: PathBuf,
+        /// Namespace of the resources (default: none, i.e. kubectl's)
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Pod label the resources select (repeatable; default: every workload)
+        #[arg(long = "selector", value_name = "KEY=VALUE")]
+        selectors: Vec<String>,
+        /// Resource name (default: the image's manifest.yaml name or title)
+        #[arg(long)]
+        name: Option<String>,
+        /// Maistra phase (default: the image's manifest.yaml)
+        #[arg(long)]
+        phase: Option<String>,
+        /// Priority, higher runs first (default: the image's manifest.yaml)
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<String>,
+        /// Read name, phase and priority from a Maistra manifest.yaml; flags win
+        #[arg(long, value_name = "FILE.yaml")]
+        manifest: Option<PathBuf>,
+        /// Read the image from this layout folder or archive instead of REF
+        #[arg(long, value_name = "DIR|FILE.tar")]
+        image: Option<String>,
+        /// URL Envoy fetches the module from (needed for compat images)
+        #[arg(long, value_name = "URL")]
+        module_url: Option<String>,
+        /// Write servicemeshextension.yaml, wasmplugin.yaml and envoyfilter.yaml here
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+        /// Replace existing files in --output-dir
+        #[arg(long, requires = "output_dir")]
         force: bool,
         #[command(flatten)]
         registry: RegistryArgs,
@@ -424,6 +477,93 @@ pub fn run(cli: Cli) -> Result<()> {
                 module.len(),
                 layer::sha256_digest(&module)
             );
+        }
+        Command::Manifests {
+            reference,
+            config,
+            namespace,
+            selectors,
+            name,
+            phase,
+            priority,
+            manifest,
+            image,
+            module_url,
+            output_dir,
+            force,
+            registry,
+        } => {
+            let reference = registry::parse_reference(&reference)?;
+            let config_bytes = std::fs::read(&config)
+                .with_context(|| format!("cannot read {}", config.display()))?;
+            let config = FilterConfig::from_json(&config_bytes)
+                .with_context(|| config.display().to_string())?;
+            let flags = ManifestInput {
+                name,
+                phase,
+                priority: priority.map(ScalarText),
+                ..ManifestInput::default()
+            };
+            let fields = match &manifest {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let file = ManifestInput::from_yaml(&text)
+                        .with_context(|| path.display().to_string())?;
+                    flags.or(file)
+                }
+                None => flags,
+            };
+            let inputs = MeshInputs {
+                reference: reference.clone(),
+                plain_http: registry.plain_http,
+                config,
+                namespace: namespace.map(|n| n.parse()).transpose()?,
+                selector: Selector::parse(&selectors)?,
+                fields,
+                module_url,
+            };
+            let image = match &image {
+                Some(text) => match source(text)? {
+                    Source::Local(path, tag) => Image::read_path(&path, tag.as_deref())?,
+                    Source::Remote(_) => {
+                        bail!("--image {text:?} is not an existing layout folder or archive")
+                    }
+                },
+                None => {
+                    let opts = registry.options()?;
+                    runtime()?.block_on(registry::pull(&reference, &opts))?
+                }
+            };
+            let manifests = Manifests::generate(&image, &inputs)?;
+            match output_dir {
+                None => print!("{}", manifests.to_yaml_stream(&reference)),
+                Some(dir) => {
+                    let documents = manifests.documents(&reference);
+                    if !force {
+                        for (file, _) in &documents {
+                            let path = dir.join(file);
+                            if path.symlink_metadata().is_ok() {
+                                bail!(
+                                    "{} already exists: pass --force to replace it",
+                                    path.display()
+                                );
+                            }
+                        }
+                    }
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    for (file, text) in &documents {
+                        output::write_file(&dir.join(file), text.as_bytes(), force)?;
+                    }
+                    println!(
+                        "wrote {} for {}@{}",
+                        mesh::FILE_NAMES.join(", "),
+                        reference.whole(),
+                        image.manifest_digest
+                    );
+                }
+            }
         }
         Command::Validate { module, config } => {
             let (_, info) = package::check_module(&module)?;

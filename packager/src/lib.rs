@@ -6,7 +6,8 @@
 //! validation), [`package`] (inputs to a checked package), [`docs`]
 //! (`--docs` folder), [`layer`] (deterministic tar+gzip), [`image`] (OCI
 //! layout/archive, compat and artifact formats), [`output`] (atomic writes),
-//! [`extract`] (hardened tar reading), [`registry`] (push/pull).
+//! [`extract`] (hardened tar reading), [`registry`] (push/pull), [`mesh`]
+//! (ServiceMeshExtension, WasmPlugin and EnvoyFilter for an image).
 
 pub mod cli;
 pub mod docs;
@@ -14,6 +15,7 @@ pub mod extract;
 pub mod image;
 pub mod layer;
 pub mod manifest;
+pub mod mesh;
 pub mod output;
 pub mod package;
 pub mod registry;

@@ -1,0 +1,1003 @@
+//! Mesh resources that deploy an extension image: Maistra's
+//! `ServiceMeshExtension`, Istio's `WasmPlugin`, and a plain-Istio
+//! `EnvoyFilter` whose Wasm filter fetches the module itself.
+//!
+//! Everything is generated from one checked [`Image`] (so every digest is the
+//! one that was read and verified) and one filter configuration that passed
+//! the filter's own validation. The resources are typed structs serialized
+//! with `serde_yaml`; YAML is never assembled from strings. This module does
+//! no I/O: the CLI reads the image and the files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::{Format, Image, ImageError, WASM_CONTENT_MEDIA_TYPE};
+use crate::layer;
+use crate::manifest::{ExtensionName, ManifestError, ManifestInput, Phase, Priority};
+use crate::registry::ImageRef;
+
+/// The three files `--output-dir` writes, in the order they are printed.
+pub const FILE_NAMES: [&str; 3] = [
+    "servicemeshextension.yaml",
+    "wasmplugin.yaml",
+    "envoyfilter.yaml",
+];
+
+/// How long Envoy waits for one fetch of a remote module, and how often it
+/// retries.
+const FETCH_TIMEOUT: &str = "10s";
+const FETCH_RETRIES: u32 = 3;
+
+const TITLE: &str = "org.opencontainers.image.title";
+
+/// Why the resources could not be generated.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error(
+        "selector {0:?} is not KEY=VALUE: use a Kubernetes label, e.g. --selector app=productpage"
+    )]
+    SelectorForm(String),
+    #[error("selector key {0:?} is not a Kubernetes label key: use [PREFIX/]NAME, NAME 1-63 letters, digits, '-', '_', '.', starting and ending with a letter or digit")]
+    SelectorKey(String),
+    #[error("selector value {0:?} is not a Kubernetes label value: use at most 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit")]
+    SelectorValue(String),
+    #[error("selector key {0:?} is given twice: give each label once")]
+    SelectorDuplicate(String),
+    #[error("namespace {0:?} is not a Kubernetes namespace name: use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit")]
+    Namespace(String),
+    #[error("filter configuration is not valid: {0}")]
+    Config(String),
+    #[error(
+        "filter configuration must be a JSON object (it becomes spec.config and spec.pluginConfig)"
+    )]
+    ConfigNotObject,
+    #[error("{0}: the image has no module layer Envoy can fetch directly (its layer is a tar+gzip): publish with --format artifact, or host the module and pass --module-url")]
+    CompatNeedsModuleUrl(String),
+    #[error("--module-url {0:?} is not an http:// or https:// URL with a host")]
+    ModuleUrl(String),
+    #[error("{reference} names digest {named}, but the image read has digest {actual}")]
+    DigestMismatch {
+        reference: String,
+        named: String,
+        actual: String,
+    },
+    #[error("{field} is missing: give --{field}, or --manifest with `{field}:`{hint}")]
+    Missing {
+        field: &'static str,
+        hint: &'static str,
+    },
+    #[error(transparent)]
+    Field(#[from] ManifestError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+/// Pod labels that select the workloads (`--selector key=value`, repeatable).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Selector(pub BTreeMap<String, String>);
+
+impl Selector {
+    /// Parses `key=value` arguments, refusing malformed or repeated labels.
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Selector, MeshError> {
+        let mut labels = BTreeMap::new();
+        for arg in args {
+            let arg = arg.as_ref();
+            let (key, value) = arg
+                .split_once('=')
+                .ok_or_else(|| MeshError::SelectorForm(arg.to_string()))?;
+            if !is_label_key(key) {
+                return Err(MeshError::SelectorKey(key.to_string()));
+            }
+            if !(value.is_empty() || is_label_name(value)) {
+                return Err(MeshError::SelectorValue(value.to_string()));
+            }
+            if labels.insert(key.to_string(), value.to_string()).is_some() {
+                return Err(MeshError::SelectorDuplicate(key.to_string()));
+            }
+        }
+        Ok(Selector(labels))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A label name or value: 1-63 of `[A-Za-z0-9._-]`, alphanumeric at both ends.
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// `[prefix/]name`, the prefix a DNS subdomain of at most 253 characters.
+fn is_label_key(key: &str) -> bool {
+    match key.rsplit_once('/') {
+        None => is_label_name(key),
+        Some((prefix, name)) => {
+            is_label_name(name)
+                && prefix.len() <= 253
+                && prefix.split('.').all(|part| {
+                    let p = part.as_bytes();
+                    !p.is_empty()
+                        && p.iter()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                        && p[0] != b'-'
+                        && p[p.len() - 1] != b'-'
+                })
+        }
+    }
+}
+
+/// A Kubernetes namespace name (a DNS-1123 label).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Namespace(String);
+
+impl FromStr for Namespace {
+    type Err = MeshError;
+    fn from_str(s: &str) -> Result<Namespace, MeshError> {
+        // Same grammar as an extension name.
+        s.parse::<ExtensionName>()
+            .map(|_| Namespace(s.to_string()))
+            .map_err(|_| MeshError::Namespace(s.to_string()))
+    }
+}
+
+/// A filter configuration that passed the filter's own validation, kept as
+/// the JSON object it is (for `config` / `pluginConfig`) and as the compact
+/// JSON text Envoy receives (for the `EnvoyFilter`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterConfig {
+    value: serde_json::Value,
+    text: String,
+}
+
+impl FilterConfig {
+    /// Validates with `header_filter::Plan::from_json` (the message is the
+    /// one Envoy would log), then checks that the embedded text passes too.
+    pub fn from_json(bytes: &[u8]) -> Result<FilterConfig, MeshError> {
+        header_filter::Plan::from_json(bytes).map_err(|e| MeshError::Config(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| MeshError::Config(e.to_string()))?;
+        if !value.is_object() {
+            return Err(MeshError::ConfigNotObject);
+        }
+        let text = serde_json::to_string(&value).expect("a JSON value serializes");
+        header_filter::Plan::from_json(text.as_bytes())
+            .map_err(|e| MeshError::Config(e.to_string()))?;
+        Ok(FilterConfig { value, text })
+    }
+
+    pub fn value(&self) -> &serde_json::Value {
+        &self.value
+    }
+
+    /// The compact JSON given to Envoy as the plugin configuration.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Istio's `WasmPlugin` phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum IstioPhase {
+    AUTHN,
+    AUTHZ,
+    STATS,
+    #[serde(rename = "UNSPECIFIED_PHASE")]
+    Unspecified,
+}
+
+impl IstioPhase {
+    /// Istio's phases are insertion points: "before Istio's authn filter",
+    /// "after authn, before authz", "after authz, before stats", and
+    /// unspecified ("at the end, right before the router"). Each Maistra
+    /// phase maps to the one with the same neighbours.
+    pub fn from_maistra(phase: Phase) -> IstioPhase {
+        match phase {
+            Phase::PreAuthN => IstioPhase::AUTHN,
+            Phase::PostAuthN | Phase::PreAuthZ => IstioPhase::AUTHZ,
+            Phase::PostAuthZ | Phase::PreStats => IstioPhase::STATS,
+            Phase::PostStats => IstioPhase::Unspecified,
+        }
+    }
+}
+
+/// What the user asked for besides the image.
+#[derive(Debug, Clone)]
+pub struct MeshInputs {
+    /// Where the image is (or will be) in a registry; names the resources'
+    /// image and URLs.
+    pub reference: ImageRef,
+    /// The registry speaks plain HTTP (blob URL scheme, cluster port).
+    pub plain_http: bool,
+    pub config: FilterConfig,
+    pub namespace: Option<Namespace>,
+    pub selector: Selector,
+    /// `--name/--phase/--priority` merged over `--manifest` (flags win);
+    /// the image's own `manifest.yaml` fills what is left.
+    pub fields: ManifestInput,
+    /// Where Envoy fetches the module for the `EnvoyFilter`, instead of the
+    /// registry's blob URL.
+    pub module_url: Option<String>,
+}
+
+/// The generated resources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifests {
+    pub service_mesh_extension: Resource<SmeSpec>,
+    pub wasm_plugin: Resource<WasmPluginSpec>,
+    pub envoy_filter: Resource<EnvoyFilterSpec>,
+}
+
+/// A Kubernetes object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resource<S> {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: S,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// `maistra.io/v1` `ServiceMeshExtensionSpec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SmeSpec {
+    /// `REPOSITORY@sha256:...`: pinned to the image that was read.
+    pub image: String,
+    pub image_pull_policy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<SmeWorkloadSelector>,
+    pub phase: Phase,
+    pub priority: i32,
+    /// A structured field (`PreserveUnknownFields`); Maistra hands it to the
+    /// filter as JSON.
+    pub config: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmeWorkloadSelector {
+    pub labels: Selector,
+}
+
+/// `extensions.istio.io/v1alpha1` `WasmPlugin` spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WasmPluginSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<IstioWorkloadSelector>,
+    /// `oci://REPOSITORY:TAG`.
+    pub url: String,
+    /// The image manifest digest (hex): Istio compares it with the digest of
+    /// the image it pulls.
+    pub sha256: String,
+    pub image_pull_policy: String,
+    pub plugin_name: String,
+    pub phase: IstioPhase,
+    pub priority: i64,
+    pub plugin_config: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IstioWorkloadSelector {
+    pub match_labels: Selector,
+}
+
+/// `networking.istio.io/v1alpha3` `EnvoyFilter` spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvoyFilterSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<SmeWorkloadSelector>,
+    pub config_patches: Vec<ConfigPatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigPatch {
+    pub apply_to: String,
+    #[serde(rename = "match")]
+    pub match_: PatchMatch,
+    pub patch: Patch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchMatch {
+    pub context: String,
+    pub listener: ListenerMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerMatch {
+    pub filter_chain: FilterChainMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterChainMatch {
+    pub filter: FilterMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilterMatch {
+    pub name: String,
+    pub sub_filter: SubFilterMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubFilterMatch {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Patch {
+    pub operation: String,
+    pub value: HttpFilter,
+}
+
+/// An Envoy `HttpFilter` (Envoy's own snake_case field names from here on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFilter {
+    pub name: String,
+    pub typed_config: WasmFilter,
+}
+
+/// `envoy.extensions.filters.http.wasm.v3.Wasm`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmFilter {
+    #[serde(rename = "@type")]
+    pub type_url: String,
+    pub config: PluginConfig,
+}
+
+/// `envoy.extensions.wasm.v3.PluginConfig`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub name: String,
+    pub root_id: String,
+    pub vm_config: VmConfig,
+    pub configuration: StringValue,
+    pub failure_policy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    pub vm_id: String,
+    pub runtime: String,
+    pub code: AsyncDataSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsyncDataSource {
+    pub remote: RemoteDataSource,
+}
+
+/// `envoy.config.core.v3.RemoteDataSource`: Envoy fetches `http_uri`,
+/// checks `sha256`, and fails the filter on a mismatch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteDataSource {
+    pub http_uri: HttpUri,
+    pub sha256: String,
+    pub retry_policy: RetryPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpUri {
+    pub uri: String,
+    pub cluster: String,
+    pub timeout: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    pub num_retries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StringValue {
+    #[serde(rename = "@type")]
+    pub type_url: String,
+    pub value: String,
+}
+
+/// Where Envoy fetches the module from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FetchTarget {
+    uri: String,
+    /// Istio's name for the outbound cluster of the host:
+    /// `outbound|PORT||HOST`.
+    cluster: String,
+}
+
+impl fmt::Display for FetchTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} via {}", self.uri, self.cluster)
+    }
+}
+
+/// Splits `host[:port]` (or `[v6]:port`), defaulting the port.
+fn host_port(authority: &str, default_port: u16) -> (String, u16) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some((host, tail)) = rest.split_once(']') {
+            let port = tail
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(default_port);
+            return (host.to_string(), port);
+        }
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => {
+            (host.to_string(), port.parse().expect("checked"))
+        }
+        _ => (authority.to_string(), default_port),
+    }
+}
+
+fn cluster_name(host: &str, port: u16) -> String {
+    format!("outbound|{port}||{host}")
+}
+
+fn module_url_target(text: &str) -> Result<FetchTarget, MeshError> {
+    let bad = || MeshError::ModuleUrl(text.to_string());
+    let url = url::Url::parse(text).map_err(|_| bad())?;
+    let default_port = match url.scheme() {
+        "http" => 80,
+        "https" => 443,
+        _ => return Err(bad()),
+    };
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port().unwrap_or(default_port);
+    Ok(FetchTarget {
+        uri: text.to_string(),
+        cluster: cluster_name(host, port),
+    })
+}
+
+/// `REGISTRY/REPOSITORY` of a reference, without tag or digest.
+fn repository(reference: &ImageRef) -> String {
+    format!("{}/{}", reference.registry(), reference.repository())
+}
+
+impl Manifests {
+    /// Generates the three resources for `image`, to be found at
+    /// `inputs.reference`.
+    pub fn generate(image: &Image, inputs: &MeshInputs) -> Result<Manifests, MeshError> {
+        let reference = &inputs.reference;
+        if let Some(named) = reference.digest() {
+            if named != image.manifest_digest {
+                return Err(MeshError::DigestMismatch {
+                    reference: reference.whole(),
+                    named: named.to_string(),
+                    actual: image.manifest_digest.clone(),
+                });
+            }
+        }
+        let format = image.format()?;
+        let (name, phase, priority) = resolve_fields(image, format, inputs)?;
+        let module = image.module()?;
+        let module_sha256 = hex_of(&layer::sha256_digest(&module));
+        let manifest_sha256 = hex_of(&image.manifest_digest);
+        let fetch = match (&inputs.module_url, format) {
+            (Some(url), _) => module_url_target(url)?,
+            (None, Format::Compat) => {
+                return Err(MeshError::CompatNeedsModuleUrl(reference.whole()))
+            }
+            (None, Format::Artifact) => {
+                let layer = image
+                    .manifest
+                    .layers()
+                    .iter()
+                    .find(|l| l.media_type().as_ref() == WASM_CONTENT_MEDIA_TYPE)
+                    .expect("an artifact image has a content layer");
+                let (scheme, default_port) = if inputs.plain_http {
+                    ("http", 80)
+                } else {
+                    ("https", 443)
+                };
+                let (host, port) = host_port(reference.registry(), default_port);
+                FetchTarget {
+                    uri: format!(
+                        "{scheme}://{}/v2/{}/blobs/{}",
+                        reference.registry(),
+                        reference.repository(),
+                        layer.digest()
+                    ),
+                    cluster: cluster_name(&host, port),
+                }
+            }
+        };
+
+        let name = name.as_str().to_string();
+        let metadata = Metadata {
+            name: name.clone(),
+            namespace: inputs.namespace.as_ref().map(|n| n.0.clone()),
+        };
+        let labels = (!inputs.selector.is_empty()).then(|| SmeWorkloadSelector {
+            labels: inputs.selector.clone(),
+        });
+        let oci_url = match reference.tag() {
+            Some(tag) => format!("oci://{}:{tag}", repository(reference)),
+            None => format!("oci://{}@{}", repository(reference), image.manifest_digest),
+        };
+
+        let service_mesh_extension = Resource {
+            api_version: "maistra.io/v1".into(),
+            kind: "ServiceMeshExtension".into(),
+            metadata: metadata.clone(),
+            spec: SmeSpec {
+                image: format!("{}@{}", repository(reference), image.manifest_digest),
+                image_pull_policy: "IfNotPresent".into(),
+                workload_selector: labels.clone(),
+                phase,
+                priority: priority.0,
+                config: inputs.config.value().clone(),
+            },
+        };
+        let wasm_plugin = Resource {
+            api_version: "extensions.istio.io/v1alpha1".into(),
+            kind: "WasmPlugin".into(),
+            metadata: metadata.clone(),
+            spec: WasmPluginSpec {
+                selector: (!inputs.selector.is_empty()).then(|| IstioWorkloadSelector {
+                    match_labels: inputs.selector.clone(),
+                }),
+                url: oci_url,
+                sha256: manifest_sha256,
+                image_pull_policy: "IfNotPresent".into(),
+                plugin_name: name.clone(),
+                phase: IstioPhase::from_maistra(phase),
+                priority: i64::from(priority.0),
+                plugin_config: inputs.config.value().clone(),
+            },
+        };
+        let envoy_filter = Resource {
+            api_version: "networking.istio.io/v1alpha3".into(),
+            kind: "EnvoyFilter".into(),
+            metadata,
+            spec: EnvoyFilterSpec {
+                workload_selector: labels,
+                config_patches: vec![ConfigPatch {
+                    apply_to: "HTTP_FILTER".into(),
+                    match_: PatchMatch {
+                        context: "SIDECAR_INBOUND".into(),
+                        listener: ListenerMatch {
+                            filter_chain: FilterChainMatch {
+                                filter: FilterMatch {
+                                    name: "envoy.filters.network.http_connection_manager".into(),
+                                    sub_filter: SubFilterMatch {
+                                        name: "envoy.filters.http.router".into(),
+                                    },
+                                },
+                            },
+                        },
+                    },
+                    patch: Patch {
+                        operation: "INSERT_BEFORE".into(),
+                        value: HttpFilter {
+                            name: name.clone(),
+                            typed_config: WasmFilter {
+                                type_url:
+                                    "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+                                        .into(),
+                                config: PluginConfig {
+                                    name: name.clone(),
+                                    root_id: name.clone(),
+                                    vm_config: VmConfig {
+                                        vm_id: name,
+                                        runtime: "envoy.wasm.runtime.v8".into(),
+                                        code: AsyncDataSource {
+                                            remote: RemoteDataSource {
+                                                http_uri: HttpUri {
+                                                    uri: fetch.uri,
+                                                    cluster: fetch.cluster,
+                                                    timeout: FETCH_TIMEOUT.into(),
+                                                },
+                                                sha256: module_sha256,
+                                                retry_policy: RetryPolicy {
+                                                    num_retries: FETCH_RETRIES,
+                                                },
+                                            },
+                                        },
+                                    },
+                                    configuration: StringValue {
+                                        type_url: "type.googleapis.com/google.protobuf.StringValue"
+                                            .into(),
+                                        value: inputs.config.text().to_string(),
+                                    },
+                                    failure_policy: "FAIL_CLOSED".into(),
+                                },
+                            },
+                        },
+                    },
+                }],
+            },
+        };
+        Ok(Manifests {
+            service_mesh_extension,
+            wasm_plugin,
+            envoy_filter,
+        })
+    }
+
+    /// `(file name, YAML text)` for each resource, in [`FILE_NAMES`] order.
+    /// Each text starts with a comment naming the image it pins.
+    pub fn documents(&self, reference: &ImageRef) -> Vec<(&'static str, String)> {
+        let yaml = [
+            to_yaml(&self.service_mesh_extension),
+            to_yaml(&self.wasm_plugin),
+            to_yaml(&self.envoy_filter),
+        ];
+        let header = format!(
+            "# Generated by `extpack manifests` for {} ({}); regenerate, do not edit.\n",
+            reference.whole(),
+            self.service_mesh_extension
+                .spec
+                .image
+                .rsplit_once('@')
+                .map_or("", |(_, d)| d)
+        );
+        FILE_NAMES
+            .into_iter()
+            .zip(yaml)
+            .map(|(file, text)| (file, format!("{header}{text}")))
+            .collect()
+    }
+
+    /// The three resources as one multi-document YAML stream.
+    pub fn to_yaml_stream(&self, reference: &ImageRef) -> String {
+        self.documents(reference)
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect::<Vec<_>>()
+            .join("---\n")
+    }
+}
+
+fn to_yaml(value: &impl Serialize) -> String {
+    serde_yaml::to_string(value).expect("mesh resources serialize")
+}
+
+/// `sha256:abc...` → `abc...`.
+fn hex_of(digest: &str) -> String {
+    digest.strip_prefix("sha256:").unwrap_or(digest).to_string()
+}
+
+/// Name, phase and priority: flags, then `--manifest`, then the image's own
+/// `manifest.yaml` (compat), then (name only) the image title annotation.
+fn resolve_fields(
+    image: &Image,
+    format: Format,
+    inputs: &MeshInputs,
+) -> Result<(ExtensionName, Phase, Priority), MeshError> {
+    let from_image = match image.layer_files()? {
+        Some(files) => match files.get("manifest.yaml") {
+            Some(bytes) => ManifestInput::from_yaml(&String::from_utf8_lossy(bytes))?,
+            None => ManifestInput::default(),
+        },
+        None => ManifestInput::default(),
+    };
+    let title = image
+        .manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(TITLE).cloned());
+    let merged = inputs.fields.clone().or(from_image);
+    let hint = match format {
+        Format::Compat => "",
+        Format::Artifact => " (an artifact image carries no manifest.yaml)",
+    };
+    let name: ExtensionName = merged
+        .name
+        .or(title)
+        .ok_or(MeshError::Missing {
+            field: "name",
+            hint,
+        })?
+        .parse()?;
+    let phase: Phase = merged
+        .phase
+        .ok_or(MeshError::Missing {
+            field: "phase",
+            hint,
+        })?
+        .parse()?;
+    let priority: Priority = merged
+        .priority
+        .ok_or(MeshError::Missing {
+            field: "priority",
+            hint,
+        })?
+        .0
+        .parse()?;
+    Ok((name, phase, priority))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::Package;
+    use crate::manifest::ScalarText;
+    use crate::registry::parse_reference;
+
+    fn image(format: Format) -> Image {
+        let module = wat::parse_str(
+            r#"(module (memory (export "memory") 1)
+                 (func $f) (func $g (param i32) (result i32) i32.const 0)
+                 (export "proxy_abi_version_0_2_1" (func $f))
+                 (export "proxy_on_memory_allocate" (func $g)))"#,
+        )
+        .unwrap();
+        let module_info = crate::wasm::validate(&module).unwrap();
+        let manifest = ManifestInput {
+            name: Some("header-filter".into()),
+            phase: Some("PostAuthZ".into()),
+            priority: Some(ScalarText("10".into())),
+            version: Some(ScalarText("1.0.0".into())),
+            ..ManifestInput::default()
+        }
+        .resolve()
+        .unwrap();
+        Image::build(&Package {
+            manifest,
+            module,
+            module_info,
+            docs: vec![],
+            root_ids: vec![],
+            format,
+            epoch: 0,
+        })
+        .unwrap()
+    }
+
+    fn inputs(reference: &str) -> MeshInputs {
+        MeshInputs {
+            reference: parse_reference(reference).unwrap(),
+            plain_http: false,
+            config: FilterConfig::from_json(
+                br#"{"response_headers_to_add":[{"header":{"key":"x-a","value":"1"}}]}"#,
+            )
+            .unwrap(),
+            namespace: Some("bookinfo".parse().unwrap()),
+            selector: Selector::parse(&["app=productpage"]).unwrap(),
+            fields: ManifestInput::default(),
+            module_url: None,
+        }
+    }
+
+    #[test]
+    fn maistra_phases_map_to_the_istio_phase_with_the_same_neighbours() {
+        let cases = [
+            (Phase::PreAuthN, IstioPhase::AUTHN),
+            (Phase::PostAuthN, IstioPhase::AUTHZ),
+            (Phase::PreAuthZ, IstioPhase::AUTHZ),
+            (Phase::PostAuthZ, IstioPhase::STATS),
+            (Phase::PreStats, IstioPhase::STATS),
+            (Phase::PostStats, IstioPhase::Unspecified),
+        ];
+        for (maistra, istio) in cases {
+            assert_eq!(IstioPhase::from_maistra(maistra), istio, "{maistra}");
+        }
+        assert_eq!(
+            serde_yaml::to_string(&IstioPhase::Unspecified).unwrap(),
+            "UNSPECIFIED_PHASE\n"
+        );
+    }
+
+    #[test]
+    fn selectors_are_kubernetes_labels() {
+        let ok =
+            Selector::parse(&["app=productpage", "app.kubernetes.io/version=v1", "tier="]).unwrap();
+        assert_eq!(ok.0.len(), 3);
+        assert_eq!(ok.0["tier"], "");
+        let cases: &[(&str, &str)] = &[
+            ("app", "is not KEY=VALUE"),
+            ("=x", "selector key \"\" is not a Kubernetes label key"),
+            ("-app=x", "is not a Kubernetes label key"),
+            ("Example.COM/app=x", "is not a Kubernetes label key"),
+            (
+                "app=has space",
+                "selector value \"has space\" is not a Kubernetes label value",
+            ),
+            ("app=-x", "is not a Kubernetes label value"),
+        ];
+        for (arg, want) in cases {
+            let err = Selector::parse(&[*arg]).unwrap_err().to_string();
+            assert!(err.contains(want), "{arg}: {err}");
+        }
+        let long = format!("app={}", "a".repeat(64));
+        assert!(Selector::parse(&[long]).is_err());
+        let err = Selector::parse(&["app=a", "app=b"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "selector key \"app\" is given twice: give each label once"
+        );
+    }
+
+    #[test]
+    fn namespace_must_be_a_dns_label() {
+        assert!("istio-system".parse::<Namespace>().is_ok());
+        for bad in ["Istio", "a_b", "", "-x"] {
+            assert!(bad.parse::<Namespace>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn invalid_filter_config_is_refused_with_the_filters_message() {
+        let err = FilterConfig::from_json(
+            br#"{"request_headers_to_add":[{"header":{"key":":path","value":"x"}}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("filter configuration is not valid: "),
+            "{err}"
+        );
+        assert!(err.contains("request_headers_to_add"), "{err}");
+    }
+
+    #[test]
+    fn compat_image_without_module_url_says_what_to_do() {
+        let err = Manifests::generate(&image(Format::Compat), &inputs("ghcr.io/x/y:1"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "ghcr.io/x/y:1: the image has no module layer Envoy can fetch directly (its layer is a tar+gzip): \
+             publish with --format artifact, or host the module and pass --module-url"
+        );
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn compat_image_with_module_url_uses_it_and_the_image_manifest_fields() {
+        let mut i = inputs("ghcr.io/x/y:1");
+        i.module_url = Some("http://files.example:8080/header_filter.wasm".into());
+        let img = image(Format::Compat);
+        let m = Manifests::generate(&img, &i).unwrap();
+        let remote = &m.envoy_filter.spec.config_patches[0]
+            .patch
+            .value
+            .typed_config
+            .config
+            .vm_config
+            .code
+            .remote;
+        assert_eq!(
+            remote.http_uri.uri,
+            "http://files.example:8080/header_filter.wasm"
+        );
+        assert_eq!(remote.http_uri.cluster, "outbound|8080||files.example");
+        assert_eq!(m.service_mesh_extension.spec.phase, Phase::PostAuthZ);
+        assert_eq!(m.service_mesh_extension.spec.priority, 10);
+        assert_eq!(m.wasm_plugin.spec.phase, IstioPhase::STATS);
+    }
+
+    #[test]
+    fn artifact_resources_pin_every_digest() {
+        let img = image(Format::Artifact);
+        let mut i = inputs("registry.example:5000/filters/header-filter:1.0.0");
+        i.fields.phase = Some("PreAuthN".into());
+        i.fields.priority = Some(ScalarText("-3".into()));
+        let m = Manifests::generate(&img, &i).unwrap();
+        let digest = &img.manifest_digest;
+        assert_eq!(
+            m.service_mesh_extension.spec.image,
+            format!("registry.example:5000/filters/header-filter@{digest}")
+        );
+        assert_eq!(
+            m.wasm_plugin.spec.url,
+            "oci://registry.example:5000/filters/header-filter:1.0.0"
+        );
+        assert_eq!(format!("sha256:{}", m.wasm_plugin.spec.sha256), *digest);
+        assert_eq!(m.wasm_plugin.spec.phase, IstioPhase::AUTHN);
+        assert_eq!(m.wasm_plugin.spec.priority, -3);
+        // The name comes from the image title when nothing else gives it.
+        assert_eq!(m.wasm_plugin.metadata.name, "header-filter");
+        let remote = &m.envoy_filter.spec.config_patches[0]
+            .patch
+            .value
+            .typed_config
+            .config
+            .vm_config
+            .code
+            .remote;
+        let layer = img.manifest.layers()[1].digest().to_string();
+        assert_eq!(
+            remote.http_uri.uri,
+            format!("https://registry.example:5000/v2/filters/header-filter/blobs/{layer}")
+        );
+        assert_eq!(remote.http_uri.cluster, "outbound|5000||registry.example");
+        assert_eq!(format!("sha256:{}", remote.sha256), layer);
+        let stream = m.to_yaml_stream(&i.reference);
+        assert_eq!(stream.matches("\n---\n").count(), 2, "{stream}");
+    }
+
+    #[test]
+    fn artifact_image_needs_phase_and_priority_from_flags_or_manifest() {
+        let err = Manifests::generate(&image(Format::Artifact), &inputs("ghcr.io/x/y:1"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "phase is missing: give --phase, or --manifest with `phase:` (an artifact image carries no manifest.yaml)"
+        );
+    }
+
+    #[test]
+    fn a_reference_digest_must_be_the_images() {
+        let other = format!("ghcr.io/x/y@sha256:{}", "0".repeat(64));
+        let err = Manifests::generate(&image(Format::Compat), &inputs(&other))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("but the image read has digest"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_registry_gets_an_http_url_and_port_80_cluster() {
+        let mut i = inputs("localhost/filters/h:1");
+        i.plain_http = true;
+        i.fields.phase = Some("PostStats".into());
+        i.fields.priority = Some(ScalarText("1".into()));
+        let m = Manifests::generate(&image(Format::Artifact), &i).unwrap();
+        let remote = &m.envoy_filter.spec.config_patches[0]
+            .patch
+            .value
+            .typed_config
+            .config
+            .vm_config
+            .code
+            .remote;
+        assert!(remote
+            .http_uri
+            .uri
+            .starts_with("http://localhost/v2/filters/h/blobs/sha256:"));
+        assert_eq!(remote.http_uri.cluster, "outbound|80||localhost");
+    }
+
+    #[test]
+    fn host_port_handles_ports_and_ipv6() {
+        assert_eq!(host_port("ghcr.io", 443), ("ghcr.io".into(), 443));
+        assert_eq!(host_port("127.0.0.1:5000", 80), ("127.0.0.1".into(), 5000));
+        assert_eq!(host_port("[::1]:5000", 80), ("::1".into(), 5000));
+        assert_eq!(host_port("[::1]", 80), ("::1".into(), 80));
+    }
+}
