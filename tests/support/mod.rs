@@ -5,6 +5,7 @@
 //! are no mocks. Missing prerequisites (the Wasm module, Envoy, extpack) fail
 //! loudly with the `cargo xtask` command that provides them, never skip.
 
+pub mod chain;
 pub mod envoy;
 pub mod http;
 pub mod paths;
