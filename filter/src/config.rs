@@ -39,11 +39,34 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(path: &str, reason: impl Into<String>) -> ConfigError {
+        // A path holds object keys and a reason may hold a formatter's text,
+        // both straight from the configuration: control characters are
+        // escaped so the error stays one log line.
         ConfigError {
-            path: path.to_string(),
-            reason: reason.into(),
+            path: one_line(path),
+            reason: one_line(&reason.into()),
         }
     }
+}
+
+/// `text` with ASCII control characters written as `\xNN`.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii_control() {
+            push_hex_escape(&mut out, c as u8);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn push_hex_escape(out: &mut String, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push_str("\\x");
+    out.push(HEX[usize::from(byte >> 4)] as char);
+    out.push(HEX[usize::from(byte & 15)] as char);
 }
 
 impl fmt::Display for ConfigError {
@@ -146,12 +169,7 @@ pub fn quoted(text: &str) -> String {
                 out.push(byte as char);
             }
             0x20..=0x7e => out.push(byte as char),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\x");
-                out.push(HEX[usize::from(byte >> 4)] as char);
-                out.push(HEX[usize::from(byte & 15)] as char);
-            }
+            _ => push_hex_escape(&mut out, byte),
         }
     }
     out.push('"');
@@ -700,6 +718,31 @@ mod tests {
     fn quoted_names_stay_on_one_printable_line() {
         assert_eq!(quoted("a\"b\\c"), r#""a\"b\\c""#);
         assert_eq!(quoted("x\ty\u{e9}"), r#""x\x09y\xc3\xa9""#);
+    }
+
+    #[test]
+    fn errors_stay_one_line_whatever_the_keys_and_values_hold() {
+        for (json, expected) in [
+            (
+                r#"{"a\r\nb":"1"}"#,
+                r#"a\x0d\x0ab: "a\x0d\x0ab" is not a valid header name"#,
+            ),
+            (
+                r#"{"request_headers_to_add":[],"x\ny":1}"#,
+                "x\\x0ay: unknown field",
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":"x","value":"%A\u001bB%"}}]}"#,
+                "request_headers_to_add[0].header.value: unknown formatter %A\\x1bB% at byte 0",
+            ),
+        ] {
+            let got = error(json);
+            assert!(
+                got.starts_with(expected),
+                "{json}\n  got:      {got}\n  expected: {expected}"
+            );
+            assert!(!got.chars().any(|c| c.is_ascii_control()), "{got:?}");
+        }
     }
 
     #[test]
