@@ -536,3 +536,55 @@ fn module_fits_its_size_budget() {
         "module is {size} bytes, the budget is 102400"
     );
 }
+
+/// The unpruned cargo output exports `malloc`, which Envoy then prefers to
+/// `proxy_on_memory_allocate` for the buffers it hands the module; the SDK
+/// frees those as Rust allocations. Both must be one allocator, or the heap
+/// is corrupted (seen as a trap in `proxy_on_tick` after the first second).
+#[test]
+fn raw_cargo_output_with_its_malloc_export_serves_past_ticks() {
+    let raw = paths::target_dir().join("wasm32-wasip1/release/header_filter.wasm");
+    assert!(
+        raw.is_file(),
+        "{} missing: run cargo xtask build-filter",
+        raw.display()
+    );
+    let upstream = EchoUpstream::start();
+    let config = r#"{"request_headers_to_add":[{"header":{"key":"x-copy","value":"%REQ(x-in)%-%PROTOCOL%"}}],
+        "response_headers_to_add":[{"header":{"key":"x-back","value":"%REQ(x-in)%"}}]}"#;
+    let yaml = render(
+        DIFFERENTIAL,
+        &[
+            ("REQUEST_ADD", &"[]"),
+            ("RESPONSE_ADD", &"[]"),
+            ("REQUEST_REMOVE", &"[]"),
+            ("RESPONSE_REMOVE", &"[]"),
+            (
+                "WASM_FILTER",
+                &wasm_filter(config).replace(
+                    &paths::filter_wasm().display().to_string(),
+                    &raw.display().to_string(),
+                ),
+            ),
+            ("UPSTREAM_PORT", &upstream.port()),
+        ],
+    );
+    assert!(yaml.contains(&raw.display().to_string()));
+    let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    let mut served = 0;
+    while Instant::now() < deadline {
+        let value = format!("v{served}");
+        let response = http::get(envoy.listener("filter"), "/", &[("x-in", value.as_str())]);
+        assert_eq!(
+            response.status,
+            200,
+            "request {served} failed:\n{}",
+            envoy.log()
+        );
+        assert_eq!(response.header("x-back"), Some(value.as_str()));
+        assert_eq!(response.echoed("x-copy"), [format!("{value}-HTTP/1.1")]);
+        served += 1;
+    }
+    assert!(!envoy.log().contains("RuntimeError"), "{}", envoy.log());
+}

@@ -1,16 +1,40 @@
-//! The VM's memory allocator: talc, for Rust and for the few C calls of
-//! wasi-libc (its `getenv`, reached from std's panic hook).
+//! The VM's memory allocator: talc, behind both Rust's global allocator and
+//! the C allocation functions (`malloc`, `free`…).
 //!
 //! Why: wasi-libc's dlmalloc was 9 KB of a module with a 100 KiB budget;
 //! talc is a maintained dlmalloc-style allocator (binning, boundary tags,
-//! coalescing) of about 2 KB. Defining the C allocation functions here keeps
-//! dlmalloc out of the link entirely. Envoy's Wasm VMs are single threaded.
+//! coalescing) of about 2 KB. Defining the C functions here keeps dlmalloc
+//! out of the link entirely (wasi-libc's `getenv`, reached from std's panic
+//! hook, calls `calloc`).
+//!
+//! Every block, Rust's or C's, carries the same small header, so either side
+//! may free what the other allocated. That matters: Envoy allocates the
+//! buffers it hands to the module with the module's `malloc` export when
+//! there is one (the build prunes it, but the raw cargo output has it), and
+//! the SDK frees them as Rust `Vec`s. Envoy's Wasm VMs are single threaded.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
 
-#[global_allocator]
 static TALC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
+/// Rust's allocator: the C functions below, so blocks are interchangeable.
+struct Allocator;
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
+
+// SAFETY: forwards to `c_alloc`/`free`, which return blocks of at least
+// `layout.size()` bytes aligned to `layout.align()`, or null.
+unsafe impl GlobalAlloc for Allocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        c_alloc(layout.align(), layout.size())
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        free(ptr)
+    }
+}
 
 /// A C allocation: `[offset][size]` sit just below the returned pointer,
 /// `offset` bytes above talc's block (C's `free` is not told the layout).
