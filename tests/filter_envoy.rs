@@ -588,3 +588,79 @@ fn raw_cargo_output_with_its_malloc_export_serves_past_ticks() {
     }
     assert!(!envoy.log().contains("RuntimeError"), "{}", envoy.log());
 }
+
+/// Two filter instances with different configurations: Envoy runs them in
+/// one Wasm VM (same module and VM config), as two root contexts. Each
+/// listener must get its own rules.
+#[test]
+fn two_configurations_in_one_vm_stay_apart() {
+    const TWO: &str = r#"
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+static_resources:
+  listeners:
+{{LISTENERS}}
+  clusters:
+  - name: echo
+    type: STATIC
+    load_assignment:
+      cluster_name: echo
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{UPSTREAM_PORT}} } } }
+"#;
+    const LISTENER: &str = r#"
+  - name: {{NAME}}
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {{NAME}}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: echo }
+          http_filters:
+{{WASM_FILTER}}
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }"#;
+    let upstream = EchoUpstream::start();
+    let listener = |name: &str, config: &str| {
+        render(
+            LISTENER,
+            &[("NAME", &name), ("WASM_FILTER", &wasm_filter(config))],
+        )
+    };
+    let listeners = [
+        listener(
+            "a",
+            r#"{"request_headers_to_add":[{"header":{"key":"x-which","value":"a"}}],
+                "response_headers_to_add":[{"header":{"key":"x-back","value":"a:%REQ(x-in)%"}}]}"#,
+        ),
+        listener("b", r#"{"x-which": "b"}"#),
+    ]
+    .join("");
+    let envoy = Envoy::start(&render(
+        TWO,
+        &[
+            ("LISTENERS", &listeners),
+            ("UPSTREAM_PORT", &upstream.port()),
+        ],
+    ))
+    .unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
+    for _ in 0..3 {
+        let a = http::get(envoy.listener("a"), "/", &[("x-in", "1")]);
+        assert_eq!(a.echoed("x-which"), ["a"]);
+        assert_eq!(a.header("x-back"), Some("a:1"));
+        assert_eq!(a.header("x-which"), None);
+        let b = http::get(envoy.listener("b"), "/", &[("x-in", "1")]);
+        assert!(b.echoed("x-which").is_empty(), "b has no request rules");
+        assert_eq!(b.header("x-which"), Some("b"));
+        assert_eq!(b.header("x-back"), None);
+    }
+}

@@ -1,9 +1,29 @@
 //! The proxy-wasm glue: adapts the host to [`crate::plan::Host`] and hands
 //! each callback to the plan. No decisions are taken here.
 //!
-//! The root context owns the configuration; a rejected configuration makes
-//! `on_configure` return false (Envoy then refuses the filter: fail closed)
-//! after one error-level log line naming the JSON path and the reason.
+//! Each root context (one per filter instance; Envoy runs instances that
+//! share a module and VM config in one VM) owns its plan. A rejected
+//! configuration makes `on_configure` return false (Envoy then refuses the
+//! filter: fail closed) after one error-level log line naming the JSON path
+//! and the reason.
+//!
+//! **Streams without the SDK's context map.** Envoy calls every callback a
+//! module exports, and each call into the VM costs about as much as the
+//! filter's own work. The SDK keeps a boxed context per stream in a map and
+//! needs `proxy_on_delete` to free it. Streams here carry no state of their
+//! own, so `cargo xtask build-filter` exports the three `header_filter_on_*`
+//! functions below as `proxy_on_context_create`, `proxy_on_request_headers`
+//! and `proxy_on_response_headers` in place of the SDK's, and drops
+//! `proxy_on_delete`, `proxy_on_done` and `proxy_on_log`: three calls per
+//! stream instead of six. They still go through the SDK's [`HttpContext`]
+//! trait, and root contexts stay the SDK's. The unpruned cargo output uses
+//! the SDK's dispatch and works the same, only slower.
+//!
+//! The little per-stream state there is (which root a stream belongs to when
+//! a VM has several, and request headers that response rules read, since
+//! Envoy closes the request map) lives in [`Shared::streams`], taken back at
+//! the response headers, and dropped after [`STALE_TICKS`] for streams that
+//! never got that far.
 //!
 //! Header and property reads and header writes call the ABI directly rather
 //! than through the SDK's `hostcalls`, which panic on any status they do not
@@ -20,17 +40,43 @@ use crate::format::{Property, Reader, Side};
 use crate::plan::{Host, Outcome, Plan, Scratch};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root::new(id)) });
 }}
 
-/// Per-VM state the per-request contexts share.
+/// Per-VM state.
 struct Shared {
-    /// `None` until the first configuration is accepted.
-    plan: Option<Plan>,
+    /// Configured root contexts; almost always one.
+    roots: Vec<RootPlan>,
+    /// Streams that need a record, by context id (ascending: Envoy hands out
+    /// ids in order). Empty for a single root whose response rules read no
+    /// request header.
+    streams: Vec<StreamRecord>,
     scratch: Scratch,
     /// Counted in memory on the hot path, flushed to Envoy's stats on tick.
     pending: Outcome,
 }
+
+struct RootPlan {
+    id: u32,
+    plan: Plan,
+    /// Ticks seen, the clock for dropping stale stream records.
+    ticks: u32,
+}
+
+struct StreamRecord {
+    id: u32,
+    root: u32,
+    born: u32,
+    /// Values of `Plan::request_headers_for_response`, once the request
+    /// headers are done.
+    kept: Vec<Option<Vec<u8>>>,
+}
+
+/// A stream record still there after this many ticks (seconds) belongs to a
+/// stream that ended before its response headers: dropped. A stream that
+/// waits longer than this for its response headers renders `%REQ(..)%` of
+/// its response rules empty.
+const STALE_TICKS: u32 = 300;
 
 /// The VM's one `Shared`. A plain static rather than `thread_local!`: Wasm
 /// VMs run a single thread (each Envoy worker has its own VM), and the
@@ -42,7 +88,8 @@ struct VmCell(RefCell<Shared>);
 unsafe impl Sync for VmCell {}
 
 static SHARED: VmCell = VmCell(RefCell::new(Shared {
-    plan: None,
+    roots: Vec::new(),
+    streams: Vec::new(),
     scratch: Vec::new(),
     pending: Outcome {
         written: 0,
@@ -55,6 +102,48 @@ static SHARED: VmCell = VmCell(RefCell::new(Shared {
 /// module's callbacks, so the borrow cannot be taken twice.
 fn with_shared<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
     f(&mut SHARED.0.borrow_mut())
+}
+
+impl Shared {
+    fn record(&self, stream: u32) -> Result<usize, usize> {
+        self.streams.binary_search_by_key(&stream, |r| r.id)
+    }
+
+    /// The root of `stream`: the one the SDK told us, else its record, else
+    /// the only root.
+    fn root_of(&self, stream: u32, known: Option<u32>) -> Option<&RootPlan> {
+        let id = match known {
+            Some(id) => id,
+            None => match self.record(stream) {
+                Ok(i) => self.streams[i].root,
+                Err(_) if self.roots.len() == 1 => self.roots[0].id,
+                Err(_) => return None,
+            },
+        };
+        self.roots.iter().find(|r| r.id == id)
+    }
+
+    fn insert_record(&mut self, stream: u32, root: u32) -> &mut StreamRecord {
+        let born = self
+            .roots
+            .iter()
+            .find(|r| r.id == root)
+            .map_or(0, |r| r.ticks);
+        let i = match self.record(stream) {
+            Ok(i) => i,
+            Err(i) => {
+                let record = StreamRecord {
+                    id: stream,
+                    root,
+                    born,
+                    kept: Vec::new(),
+                };
+                self.streams.insert(i, record);
+                i
+            }
+        };
+        &mut self.streams[i]
+    }
 }
 
 /// Counters shown in Envoy's `/stats` (as `wasmcustom.header_filter.*`).
@@ -80,12 +169,25 @@ impl Metrics {
 
 const FLUSH_PERIOD: Duration = Duration::from_secs(1);
 
-#[derive(Default)]
 struct Root {
+    id: u32,
     metrics: Option<Metrics>,
 }
 
-impl Context for Root {}
+impl Root {
+    fn new(id: u32) -> Root {
+        Root { id, metrics: None }
+    }
+}
+
+impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        // Only reached through the SDK's dispatch (the pruned module does
+        // not export proxy_on_done).
+        with_shared(|shared| shared.roots.retain(|r| r.id != self.id));
+        true
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -95,7 +197,11 @@ impl RootContext for Root {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match Plan::from_json(&bytes) {
             Ok(plan) => {
-                with_shared(|shared| shared.plan = Some(plan));
+                let id = self.id;
+                with_shared(|shared| {
+                    shared.roots.retain(|r| r.id != id);
+                    shared.roots.push(RootPlan { id, plan, ticks: 0 });
+                });
                 let _ = proxy_wasm::hostcalls::set_tick_period(FLUSH_PERIOD);
                 true
             }
@@ -113,32 +219,34 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        let id = self.id;
+        let pending = with_shared(|shared| {
+            if let Some(root) = shared.roots.iter_mut().find(|r| r.id == id) {
+                root.ticks += 1;
+                let now = root.ticks;
+                shared
+                    .streams
+                    .retain(|s| s.root != id || now - s.born < STALE_TICKS);
+            }
+            std::mem::take(&mut shared.pending)
+        });
         let Some(metrics) = self.metrics else { return };
-        let pending = with_shared(|shared| std::mem::take(&mut shared.pending));
-        for (id, count) in [
+        for (metric, count) in [
             (metrics.written, pending.written),
             (metrics.removed, pending.removed),
             (metrics.refused, pending.refused),
         ] {
             if count > 0 {
-                let _ = proxy_wasm::hostcalls::increment_metric(id, i64::from(count));
+                let _ = proxy_wasm::hostcalls::increment_metric(metric, i64::from(count));
             }
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let keeps = with_shared(|shared| {
-            shared
-                .plan
-                .as_ref()
-                .is_some_and(|plan| !plan.request_headers_for_response().is_empty())
-        });
-        if keeps {
-            Some(Box::new(KeepingStream::default()))
-        } else {
-            // A zero-sized context: boxing it does not allocate.
-            Some(Box::new(Stream))
-        }
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Stream {
+            id: context_id,
+            root: Some(self.id),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -146,69 +254,127 @@ impl RootContext for Root {
     }
 }
 
-/// Applies the plan of `side`; `kept` answers `%REQ(..)%` on the response side.
-fn apply(side: Side, kept: &[Option<Vec<u8>>]) {
-    with_shared(|shared| {
-        let Some(plan) = &shared.plan else { return };
-        if !plan.touches(side) {
-            return;
-        }
-        let mut abi = Abi {
-            phase: side,
-            plan,
-            kept,
-        };
-        let outcome = plan.apply(side, &mut abi, &mut shared.scratch);
-        shared.pending.written += outcome.written;
-        shared.pending.removed += outcome.removed;
-        shared.pending.refused += outcome.refused;
-    });
+/// A stream: its context id, and its root when the SDK created it.
+struct Stream {
+    id: u32,
+    root: Option<u32>,
 }
-
-/// The stream of a plan whose response rules read no request header.
-struct Stream;
 
 impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        apply(Side::Request, &[]);
-        Action::Continue
-    }
-
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        apply(Side::Response, &[]);
-        Action::Continue
-    }
-}
-
-/// The stream of a plan whose response rules read request headers: Envoy
-/// closes the request header map once the request headers are done, so the
-/// ones needed are kept here (after the request rules ran).
-#[derive(Default)]
-struct KeepingStream {
-    kept: Vec<Option<Vec<u8>>>,
-}
-
-impl Context for KeepingStream {}
-
-impl HttpContext for KeepingStream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        apply(Side::Request, &[]);
-        self.kept = with_shared(|shared| {
-            let names = shared.plan.as_ref().map(Plan::request_headers_for_response);
-            names
-                .unwrap_or_default()
-                .iter()
-                .map(|name| read_header(Side::Request, name))
-                .collect()
+        with_shared(|shared| {
+            let Some(root) = shared.root_of(self.id, self.root) else {
+                return;
+            };
+            let (root_id, keeps) = (
+                root.id,
+                !root.plan.request_headers_for_response().is_empty(),
+            );
+            apply(shared, root_id, Side::Request, &[]);
+            if keeps {
+                let Some(root) = shared.roots.iter().find(|r| r.id == root_id) else {
+                    return;
+                };
+                let kept = root
+                    .plan
+                    .request_headers_for_response()
+                    .iter()
+                    .map(|name| read_header(Side::Request, name))
+                    .collect();
+                shared.insert_record(self.id, root_id).kept = kept;
+            }
         });
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        apply(Side::Response, &self.kept);
+        with_shared(|shared| {
+            let Some(root_id) = shared.root_of(self.id, self.root).map(|r| r.id) else {
+                return;
+            };
+            let record = shared
+                .record(self.id)
+                .ok()
+                .map(|i| shared.streams.remove(i));
+            let kept = record.map(|r| r.kept).unwrap_or_default();
+            apply(shared, root_id, Side::Response, &kept);
+        });
         Action::Continue
+    }
+}
+
+/// Applies `side` of the plan of `root`; `kept` answers `%REQ(..)%` on the
+/// response side.
+fn apply(shared: &mut Shared, root: u32, side: Side, kept: &[Option<Vec<u8>>]) {
+    let Some(root) = shared.roots.iter().find(|r| r.id == root) else {
+        return;
+    };
+    let plan = &root.plan;
+    if !plan.touches(side) {
+        return;
+    }
+    let mut abi = Abi {
+        phase: side,
+        plan,
+        kept,
+    };
+    let outcome = plan.apply(side, &mut abi, &mut shared.scratch);
+    shared.pending.written += outcome.written;
+    shared.pending.removed += outcome.removed;
+    shared.pending.refused += outcome.refused;
+}
+
+/// `proxy_on_context_create` of the built module (see the module docs):
+/// roots go to the SDK; a stream needs a record only when the VM has
+/// several roots, to know its plan later.
+#[no_mangle]
+pub extern "C" fn header_filter_on_context_create(context_id: u32, root_context_id: u32) {
+    if root_context_id == 0 {
+        // SAFETY: the SDK's own export, called as Envoy would.
+        unsafe { sdk::proxy_on_context_create(context_id, 0) };
+        return;
+    }
+    with_shared(|shared| {
+        if shared.roots.len() > 1 {
+            shared.insert_record(context_id, root_context_id);
+        }
+    });
+}
+
+/// `proxy_on_request_headers` of the built module.
+#[no_mangle]
+pub extern "C" fn header_filter_on_request_headers(
+    context_id: u32,
+    num_headers: usize,
+    end_of_stream: bool,
+) -> Action {
+    Stream {
+        id: context_id,
+        root: None,
+    }
+    .on_http_request_headers(num_headers, end_of_stream)
+}
+
+/// `proxy_on_response_headers` of the built module.
+#[no_mangle]
+pub extern "C" fn header_filter_on_response_headers(
+    context_id: u32,
+    num_headers: usize,
+    end_of_stream: bool,
+) -> Action {
+    Stream {
+        id: context_id,
+        root: None,
+    }
+    .on_http_response_headers(num_headers, end_of_stream)
+}
+
+/// The SDK's dispatcher entry points we forward to.
+mod sdk {
+    extern "C" {
+        pub fn proxy_on_context_create(context_id: u32, root_context_id: u32);
     }
 }
 

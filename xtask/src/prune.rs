@@ -1,36 +1,50 @@
-//! Export pruning: the post-link step that makes the SDK-built module as
-//! cheap as a hand-written one.
+//! The post-link step that makes the SDK-built module as cheap to call as a
+//! hand-written one: it decides which callbacks Envoy sees.
 //!
 //! Envoy calls every `proxy_on_*` callback a module exports (bodies,
-//! trailers, log, done…) and skips those it lacks; each call is a trip into
-//! the VM. The proxy-wasm SDK exports all of them, whatever the filter
-//! implements. This step keeps only the callbacks the filter uses, then
-//! removes the code that only the dropped exports reached.
+//! trailers, log, done, delete…) and skips those it lacks; each call is a
+//! trip into the VM. The proxy-wasm SDK exports all of them whatever the
+//! filter implements, and keeps a boxed context per stream that only
+//! `proxy_on_delete` frees. This step:
 //!
-//! Kept: the ABI version, memory, the WASI reactor init, allocation, VM
-//! start, configure, tick (metric flush), context create and delete (the
-//! SDK frees its per-request context in `proxy_on_delete`) and the two
-//! header callbacks. `proxy_on_done` and `proxy_on_log` go: the filter does
-//! not implement them, and Envoy treats a missing `proxy_on_done` as "done".
+//! - exports the filter's own stream entry points (`header_filter_on_*`, see
+//!   filter/src/proxy.rs) as `proxy_on_context_create`,
+//!   `proxy_on_request_headers` and `proxy_on_response_headers`, in place of
+//!   the SDK's: streams then need no per-stream context, and no delete;
+//! - keeps the SDK's root-context callbacks: allocation, VM start,
+//!   configure, tick (metric flush);
+//! - drops every other `proxy_on_*` export, and the C allocator exports the
+//!   filter defines only to keep wasi-libc's dlmalloc out (Envoy would
+//!   otherwise prefer `malloc` to `proxy_on_memory_allocate`);
+//! - removes the code only the dropped exports reached.
+//!
+//! Per stream Envoy then makes three calls into the VM instead of six.
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
-/// The `proxy_on_*` exports the filter needs; every other one is dropped.
-pub const KEPT_CALLBACKS: &[&str] = &[
+/// The SDK's `proxy_on_*` exports that stay as they are.
+const KEPT_FROM_SDK: &[&str] = &[
     "proxy_on_memory_allocate",
     "proxy_on_vm_start",
     "proxy_on_configure",
     "proxy_on_tick",
-    "proxy_on_context_create",
-    "proxy_on_request_headers",
-    "proxy_on_response_headers",
-    "proxy_on_delete",
 ];
 
-/// The C allocation functions the filter defines (filter/src/alloc.rs) so
-/// that wasi-libc's dlmalloc stays out: a cdylib exports them, but the host
-/// allocates through `proxy_on_memory_allocate`, so the exports go.
+/// The filter's stream entry points and the callback each one becomes.
+const RENAMED: &[(&str, &str)] = &[
+    ("header_filter_on_context_create", "proxy_on_context_create"),
+    (
+        "header_filter_on_request_headers",
+        "proxy_on_request_headers",
+    ),
+    (
+        "header_filter_on_response_headers",
+        "proxy_on_response_headers",
+    ),
+];
+
+/// C allocation functions the filter defines (filter/src/alloc.rs).
 const C_ALLOCATOR: &[&str] = &[
     "malloc",
     "calloc",
@@ -48,8 +62,8 @@ pub struct Pruned {
     pub size_after: u64,
 }
 
-/// Rewrites `input` into `output` with only [`KEPT_CALLBACKS`] among the
-/// `proxy_on_*` exports, and without the code that becomes unreachable.
+/// Rewrites `input` into `output` with the exports described above, and
+/// without the code that becomes unreachable.
 pub fn prune(input: &Path, output: &Path) -> Result<Pruned> {
     let size_before = std::fs::metadata(input)
         .with_context(|| format!("reading {}", input.display()))?
@@ -57,31 +71,43 @@ pub fn prune(input: &Path, output: &Path) -> Result<Pruned> {
     let mut module = walrus::Module::from_file(input)
         .with_context(|| format!("parsing {} as WebAssembly", input.display()))?;
     let names: Vec<String> = module.exports.iter().map(|e| e.name.clone()).collect();
-    for needed in KEPT_CALLBACKS {
-        if !names.iter().any(|n| n == needed) {
+    let needed = KEPT_FROM_SDK
+        .iter()
+        .chain(RENAMED.iter().flat_map(|(ours, sdk)| [ours, sdk]));
+    for name in needed {
+        if !names.iter().any(|n| n == name) {
             bail!(
-                "{} does not export {needed}; is it a proxy-wasm module?",
+                "{} does not export {name}; is it the header filter?",
                 input.display()
             );
         }
     }
+    let renamed_to: Vec<&str> = RENAMED.iter().map(|(_, to)| *to).collect();
     let dropped: Vec<(walrus::ExportId, String)> = module
         .exports
         .iter()
         .filter(|e| {
-            (e.name.starts_with("proxy_on_") && !KEPT_CALLBACKS.contains(&e.name.as_str()))
-                || C_ALLOCATOR.contains(&e.name.as_str())
+            let name = e.name.as_str();
+            (name.starts_with("proxy_on_") && !KEPT_FROM_SDK.contains(&name))
+                || C_ALLOCATOR.contains(&name)
         })
         .map(|e| (e.id(), e.name.clone()))
         .collect();
     for (id, _) in &dropped {
         module.exports.delete(*id);
     }
-    walrus::passes::gc::run(&mut module);
-    // Names and producers are not needed at run time.
-    module.producers.clear();
-    let ids: Vec<_> = module.customs.iter().map(|(id, _)| id).collect();
+    let ids: Vec<walrus::ExportId> = module.exports.iter().map(|e| e.id()).collect();
     for id in ids {
+        let export = module.exports.get_mut(id);
+        if let Some((_, to)) = RENAMED.iter().find(|(from, _)| export.name == *from) {
+            export.name = (*to).to_string();
+        }
+    }
+    walrus::passes::gc::run(&mut module);
+    // Custom sections (names, producers) are not needed at run time.
+    module.producers.clear();
+    let customs: Vec<_> = module.customs.iter().map(|(id, _)| id).collect();
+    for id in customs {
         module.customs.delete(id);
     }
     let bytes = module.emit_wasm();
@@ -89,7 +115,11 @@ pub fn prune(input: &Path, output: &Path) -> Result<Pruned> {
     std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, output).with_context(|| format!("writing {}", output.display()))?;
     Ok(Pruned {
-        dropped: dropped.into_iter().map(|(_, name)| name).collect(),
+        dropped: dropped
+            .into_iter()
+            .map(|(_, name)| name)
+            .filter(|name| !renamed_to.contains(&name.as_str()))
+            .collect(),
         size_before,
         size_after: bytes.len() as u64,
     })
