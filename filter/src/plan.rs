@@ -180,7 +180,7 @@ impl SidePlan {
                         Value::Format(format) => {
                             let value = format.render(side, host);
                             if rule.wants(&value) {
-                                rule.write(side, host, &value, &mut outcome);
+                                rule.write_rendered(side, host, &value, &mut outcome);
                             }
                         }
                     }
@@ -227,12 +227,11 @@ impl SidePlan {
                 if rule.overwrites() != overwrite {
                     continue;
                 }
-                let value = match (&staged.value, &rule.value) {
-                    (Some(value), _) => value.as_slice(),
-                    (None, Value::Constant(value)) => value,
-                    (None, Value::Format(_)) => continue,
-                };
-                rule.write(side, host, value, outcome);
+                match (&staged.value, &rule.value) {
+                    (Some(value), _) => rule.write_rendered(side, host, value, outcome),
+                    (None, Value::Constant(value)) => rule.write(side, host, value, outcome),
+                    (None, Value::Format(_)) => {}
+                }
             }
         }
     }
@@ -267,6 +266,24 @@ impl Rule {
         !value.is_empty() || self.keep_empty_value
     }
 
+    /// Writes a value rendered from stream data: whatever it holds, it
+    /// never splits a header.
+    fn write_rendered<H: Host + ?Sized>(
+        &self,
+        side: Side,
+        host: &mut H,
+        value: &[u8],
+        outcome: &mut Outcome,
+    ) {
+        if value.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
+            outcome.refused += 1;
+            return;
+        }
+        self.write(side, host, value, outcome);
+    }
+
+    /// Writes a value already known to be safe (constants were checked
+    /// when the configuration was parsed).
     fn write<H: Host + ?Sized>(
         &self,
         side: Side,
@@ -274,12 +291,6 @@ impl Rule {
         value: &[u8],
         outcome: &mut Outcome,
     ) {
-        // Request data can reach a value through a formatter; whatever it
-        // holds, it never splits a header. (Constants were checked at parse.)
-        if value.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
-            outcome.refused += 1;
-            return;
-        }
         if self.overwrites() {
             host.replace(side, &self.name, value);
         } else {

@@ -112,6 +112,9 @@ impl Shared {
     /// The root of `stream`: the one the SDK told us, else its record, else
     /// the only root.
     fn root_of(&self, stream: u32, known: Option<u32>) -> Option<&RootPlan> {
+        if let ([only], [], None) = (self.roots.as_slice(), self.streams.as_slice(), known) {
+            return Some(only);
+        }
         let id = match known {
             Some(id) => id,
             None => match self.record(stream) {
@@ -268,21 +271,14 @@ impl HttpContext for Stream {
             let Some(root) = shared.root_of(self.id, self.root) else {
                 return;
             };
-            let (root_id, keeps) = (
-                root.id,
-                !root.plan.request_headers_for_response().is_empty(),
-            );
-            apply(shared, root_id, Side::Request, &[]);
-            if keeps {
-                let Some(root) = shared.roots.iter().find(|r| r.id == root_id) else {
-                    return;
-                };
-                let kept = root
-                    .plan
-                    .request_headers_for_response()
-                    .iter()
-                    .map(|name| read_header(Side::Request, name))
-                    .collect();
+            let plan = &root.plan;
+            let keeps = !plan.request_headers_for_response().is_empty();
+            if !plan.touches(Side::Request) && !keeps {
+                return;
+            }
+            let root_id = root.id;
+            let kept = apply(shared, root_id, Side::Request, &[]);
+            if let Some(kept) = kept.filter(|_| keeps) {
                 shared.insert_record(self.id, root_id).kept = kept;
             }
         });
@@ -291,14 +287,14 @@ impl HttpContext for Stream {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         with_shared(|shared| {
-            let Some(root_id) = shared.root_of(self.id, self.root).map(|r| r.id) else {
+            let Some(root) = shared.root_of(self.id, self.root) else {
                 return;
             };
-            let record = shared
-                .record(self.id)
-                .ok()
-                .map(|i| shared.streams.remove(i));
-            let kept = record.map(|r| r.kept).unwrap_or_default();
+            let root_id = root.id;
+            let kept = match shared.record(self.id) {
+                Ok(i) => shared.streams.remove(i).kept,
+                Err(_) => Vec::new(),
+            };
             apply(shared, root_id, Side::Response, &kept);
         });
         Action::Continue
@@ -306,24 +302,38 @@ impl HttpContext for Stream {
 }
 
 /// Applies `side` of the plan of `root`; `kept` answers `%REQ(..)%` on the
-/// response side.
-fn apply(shared: &mut Shared, root: u32, side: Side, kept: &[Option<Vec<u8>>]) {
-    let Some(root) = shared.roots.iter().find(|r| r.id == root) else {
-        return;
-    };
-    let plan = &root.plan;
-    if !plan.touches(side) {
-        return;
+/// response side. On the request side, returns the request headers the
+/// response rules will read.
+fn apply(
+    shared: &mut Shared,
+    root: u32,
+    side: Side,
+    kept: &[Option<Vec<u8>>],
+) -> Option<Vec<Option<Vec<u8>>>> {
+    let Shared {
+        roots,
+        scratch,
+        pending,
+        ..
+    } = shared;
+    let plan = &roots.iter().find(|r| r.id == root)?.plan;
+    if plan.touches(side) {
+        let mut abi = Abi {
+            phase: side,
+            plan,
+            kept,
+        };
+        let outcome = plan.apply(side, &mut abi, scratch);
+        pending.written += outcome.written;
+        pending.removed += outcome.removed;
+        pending.refused += outcome.refused;
     }
-    let mut abi = Abi {
-        phase: side,
-        plan,
-        kept,
-    };
-    let outcome = plan.apply(side, &mut abi, &mut shared.scratch);
-    shared.pending.written += outcome.written;
-    shared.pending.removed += outcome.removed;
-    shared.pending.refused += outcome.refused;
+    (side == Side::Request).then(|| {
+        plan.request_headers_for_response()
+            .iter()
+            .map(|name| read_header(Side::Request, name))
+            .collect()
+    })
 }
 
 /// `proxy_on_context_create` of the built module (see the module docs):
