@@ -4,7 +4,8 @@
 //! The plan follows Envoy's `HeaderParser::evaluateHeaders` step for step:
 //! removals first; then every value and every condition is evaluated against
 //! the headers as they stand; then overwrites are applied, then appends, each
-//! in configuration order. Nothing is parsed here and constant values are
+//! in configuration order (the plan stores its rules in that order). Nothing
+//! is parsed here and constant values are
 //! written from the plan's own bytes. No proxy-wasm here.
 
 use crate::config::{AppendAction, Config, ConfigError, HeaderRule};
@@ -142,7 +143,15 @@ impl Plan {
 impl SidePlan {
     fn compile(config: &Config, side: Side) -> SidePlan {
         let rules_in = config.rules(side);
-        let rules: Vec<Rule> = rules_in.add.iter().filter_map(Rule::compile).collect();
+        // Envoy writes every overwrite before any append, each in
+        // configuration order: store them in that order (decisions and
+        // renderings only read, so their order does not matter).
+        let (mut rules, appends): (Vec<Rule>, Vec<Rule>) = rules_in
+            .add
+            .iter()
+            .filter_map(Rule::compile)
+            .partition(Rule::overwrites);
+        rules.extend(appends);
         let staged = rules.iter().any(|rule| {
             matches!(
                 rule.action,
@@ -171,17 +180,14 @@ impl SidePlan {
         if self.staged {
             self.apply_staged(side, host, scratch, &mut outcome);
         } else {
-            // No decision can see a write of this side: write directly,
-            // overwrites first, as Envoy orders them.
-            for overwrite in [true, false] {
-                for rule in self.rules.iter().filter(|r| r.overwrites() == overwrite) {
-                    match &rule.value {
-                        Value::Constant(value) => rule.write(side, host, value, &mut outcome),
-                        Value::Format(format) => {
-                            let value = format.render(side, host);
-                            if rule.wants(&value) {
-                                rule.write_rendered(side, host, &value, &mut outcome);
-                            }
+            // No decision can see a write of this side: write directly.
+            for rule in &self.rules {
+                match &rule.value {
+                    Value::Constant(value) => rule.write(side, host, value, &mut outcome),
+                    Value::Format(format) => {
+                        let value = format.render(side, host);
+                        if rule.wants(&value) {
+                            rule.write_rendered(side, host, &value, &mut outcome);
                         }
                     }
                 }
@@ -221,17 +227,12 @@ impl SidePlan {
                 });
             }
         }
-        for overwrite in [true, false] {
-            for staged in scratch.iter() {
-                let rule = &self.rules[usize::from(staged.rule)];
-                if rule.overwrites() != overwrite {
-                    continue;
-                }
-                match (&staged.value, &rule.value) {
-                    (Some(value), _) => rule.write_rendered(side, host, value, outcome),
-                    (None, Value::Constant(value)) => rule.write(side, host, value, outcome),
-                    (None, Value::Format(_)) => {}
-                }
+        for staged in scratch.iter() {
+            let rule = &self.rules[usize::from(staged.rule)];
+            match (&staged.value, &rule.value) {
+                (Some(value), _) => rule.write_rendered(side, host, value, outcome),
+                (None, Value::Constant(value)) => rule.write(side, host, value, outcome),
+                (None, Value::Format(_)) => {}
             }
         }
     }
