@@ -23,12 +23,18 @@ const FILES: [&str; 3] = [
     "envoyfilter.yaml",
 ];
 
+/// Where the EnvoyFilter fetches the raw module (a release download).
+const MODULE_URL: &str =
+    "https://github.com/example/header-filter/releases/download/v0.1.0/header_filter.wasm";
+
 fn manifests_dir() -> PathBuf {
     paths::repo_root().join("manifests")
 }
 
-/// The artifact image of the real module, built reproducibly into a layout,
-/// and the three files generated from it.
+/// The compat image of the real module (the one shape both Maistra and
+/// Istio load), built reproducibly into a layout, and the three files
+/// generated from it. The EnvoyFilter fetches the raw module from a release
+/// download (`MODULE_URL`): a compat layer is a tar.gz, not a module.
 struct Generated {
     dir: TempDir,
 }
@@ -46,8 +52,6 @@ impl Generated {
             arg(&root.join("packager/manifest.yaml")),
             "--version",
             "0.1.0",
-            "--format",
-            "artifact",
             "--output",
             arg(&layout),
         ])
@@ -65,6 +69,8 @@ impl Generated {
             "bookinfo",
             "--selector",
             "app=productpage",
+            "--module-url",
+            MODULE_URL,
             "--output-dir",
             arg(&out),
         ])
@@ -246,11 +252,8 @@ fn every_field_is_one_the_api_defines() {
         "http_uri",
     );
     assert!(hex64(&remote["sha256"]));
-    assert!(remote["http_uri"]["uri"]
-        .as_str()
-        .unwrap()
-        .starts_with("https://ghcr.io/v2/example/header-filter/blobs/sha256:"));
-    assert_eq!(remote["http_uri"]["cluster"], "outbound|443||ghcr.io");
+    assert_eq!(remote["http_uri"]["uri"], MODULE_URL);
+    assert_eq!(remote["http_uri"]["cluster"], "outbound|443||github.com");
     assert_eq!(
         config["configuration"]["@type"],
         "type.googleapis.com/google.protobuf.StringValue"
@@ -329,14 +332,10 @@ fn pinned_digests_are_the_images() {
     let inspect: Value = serde_json::from_str(&run.stdout).unwrap();
     let manifest_digest = inspect["manifest_digest"].as_str().unwrap();
     let module_digest = inspect["module"]["digest"].as_str().unwrap();
-    let content_layer = inspect["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["media_type"] == "application/vnd.module.wasm.content.layer.v1+wasm")
-        .expect("an artifact image")["digest"]
-        .as_str()
-        .unwrap();
+    assert_eq!(
+        inspect["format"], "compat",
+        "Maistra loads only compat images"
+    );
 
     let sme = g.doc("servicemeshextension.yaml");
     assert_eq!(
@@ -355,12 +354,7 @@ fn pinned_digests_are_the_images() {
         format!("sha256:{}", remote["sha256"].as_str().unwrap()),
         module_digest
     );
-    assert_eq!(
-        remote["http_uri"]["uri"],
-        format!("https://ghcr.io/v2/example/header-filter/blobs/{content_layer}")
-    );
-    // The raw module layer is the module: its digest is the module's.
-    assert_eq!(content_layer, module_digest);
+    assert_eq!(remote["http_uri"]["uri"], MODULE_URL);
     // And the module is the one built.
     let module = fs::read(paths::filter_wasm()).unwrap();
     assert_eq!(module_digest, sha256(&module));
@@ -390,6 +384,8 @@ fn stdout_stream_is_the_three_files() {
         "bookinfo",
         "--selector",
         "app=productpage",
+        "--module-url",
+        MODULE_URL,
     ])
     .ok();
     let files: Vec<String> = FILES.iter().map(|f| g.text(f)).collect();
