@@ -145,6 +145,10 @@ const FILTER_CONFIG: &str = r#"{
 }"#;
 
 fn wasm_filter() -> String {
+    wasm_filter_with("FAIL_CLOSED", FILTER_CONFIG)
+}
+
+fn wasm_filter_with(policy: &str, config: &str) -> String {
     render(
         r#"          - name: header-filter
             typed_config:
@@ -152,7 +156,7 @@ fn wasm_filter() -> String {
               config:
                 name: header-filter
                 root_id: header-filter
-                failure_policy: FAIL_CLOSED
+                failure_policy: {{POLICY}}
                 vm_config:
                   runtime: envoy.wasm.runtime.v8
                   code: { local: { filename: "{{WASM}}" } }
@@ -160,8 +164,9 @@ fn wasm_filter() -> String {
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: {{CONFIG}}"#,
         &[
+            ("POLICY", &policy),
             ("WASM", &paths::filter_wasm().display()),
-            ("CONFIG", &serde_json::to_string(FILTER_CONFIG).unwrap()),
+            ("CONFIG", &serde_json::to_string(config).unwrap()),
         ],
     )
 }
@@ -992,4 +997,44 @@ fn request_data_cannot_inject_a_header() {
         "the guard refused the request and the response copy"
     );
     assert_filter_serves(&envoy, "injection attempts");
+}
+
+// ------------------------------------------------------------- failure policy
+
+/// A configuration the filter refuses at `on_configure` stops a bootstrap
+/// listener from loading whatever `failure_policy` says: FAIL_OPEN and
+/// FAIL_RELOAD govern VM failures at request time, not a refused
+/// configuration (Envoy 1.40 logs "Plugin configured to fail closed failed
+/// to load" for all three). See docs/failure-policy.md.
+#[test]
+fn a_refused_configuration_fails_closed_under_every_failure_policy() {
+    let upstream = EchoUpstream::start();
+    let raw_upstream = RawUpstream::start();
+    for policy in ["FAIL_CLOSED", "FAIL_OPEN", "FAIL_RELOAD"] {
+        let yaml = render(
+            ENVOY,
+            &[
+                ("ROUTES", &ROUTES),
+                (
+                    "WASM_FILTER",
+                    &wasm_filter_with(policy, r#"{"request_headers_to_remove":[":path"]}"#),
+                ),
+                ("UPSTREAM_PORT", &upstream.port()),
+                ("RAW_PORT", &raw_upstream.addr.port()),
+            ],
+        );
+        match Envoy::builder().log_level("warning").start(&yaml) {
+            Ok(_) => panic!("envoy started with a refused filter config under {policy}"),
+            Err(error) => {
+                let log = error.log();
+                assert!(
+                    log.contains(
+                        "header-filter: invalid configuration: request_headers_to_remove[0]"
+                    ),
+                    "{policy}: {log}"
+                );
+                assert!(log.contains("failed to load"), "{policy}: {log}");
+            }
+        }
+    }
 }
