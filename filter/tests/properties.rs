@@ -29,11 +29,11 @@ use header_filter::{Config, Plan};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
 
-const CASES_BYTES: u32 = 4000;
-const CASES_JSON: u32 = 2000;
-const CASES_STRUCTURED: u32 = 3000;
-const CASES_FORMAT: u32 = 4000;
-const CASES_NAMES: u32 = 3000;
+const CASES_BYTES: u32 = 3000;
+const CASES_JSON: u32 = 1000;
+const CASES_STRUCTURED: u32 = 1500;
+const CASES_FORMAT: u32 = 3000;
+const CASES_NAMES: u32 = 2000;
 
 /// Runs `test` on `cases` values of `strategy`; panics with the shrunk
 /// failing input.
