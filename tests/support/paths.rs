@@ -30,8 +30,8 @@ pub fn target_dir() -> PathBuf {
 /// # Panics
 /// When the file does not exist, saying how to build it.
 pub fn filter_wasm() -> PathBuf {
-    let path = env_path("HEADER_FILTER_WASM")
-        .unwrap_or_else(|| target_dir().join("header_filter.wasm"));
+    let path =
+        env_path("HEADER_FILTER_WASM").unwrap_or_else(|| target_dir().join("header_filter.wasm"));
     assert!(
         path.is_file(),
         "filter module {} is missing: run `cargo xtask build-filter` (or `cargo xtask test`)",
