@@ -4,12 +4,22 @@
 //!
 //! Refused: absolute paths, `..` components, links (symbolic or hard),
 //! devices and other special entries, duplicate paths, entries or totals over
-//! the size limits (checked on the bytes actually read, not only on the
-//! header's claim, so a gzip bomb stops at the limit).
+//! the size limits, and truncated entries. Sizes are checked on each header's
+//! claim before anything is read, and every byte the tar reader pulls from the
+//! (decompressed) stream is counted against a budget, so a gzip bomb hidden
+//! in a file, a folder's data, a GNU long name or a PAX header stops within
+//! [`METADATA_BUDGET`] of the limits instead of filling memory.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Component, Path};
+use std::rc::Rc;
+
+/// Bytes the tar reader may pull for one entry besides its file data: its
+/// header blocks, GNU long names, PAX records and padding. Real ones are a
+/// few KiB.
+pub const METADATA_BUDGET: u64 = 1 << 20;
 
 /// Size limits for one stream.
 #[derive(Debug, Clone, Copy)]
@@ -40,12 +50,18 @@ pub enum ExtractError {
     ParentDir(String),
     #[error("refusing entry {0:?}: links are not accepted, only regular files and folders")]
     Link(String),
-    #[error("refusing entry {0:?}: only regular files and folders are accepted")]
-    Special(String),
+    #[error(
+        "refusing entry {path:?}: it is a {kind}; only regular files and folders are accepted"
+    )]
+    Special { path: String, kind: &'static str },
     #[error("refusing entry {0:?}: it appears more than once")]
     Duplicate(String),
     #[error("refusing entry {path:?}: larger than the {limit}-byte limit")]
     TooLarge { path: String, limit: u64 },
+    #[error("refusing entry {path:?}: truncated, {read} of the {size} bytes its header claims")]
+    Truncated { path: String, size: u64, read: u64 },
+    #[error("refusing archive: an entry's headers, long names or skipped data are over the {0}-byte limit")]
+    MetadataTooLarge(u64),
     #[error("refusing archive: its files add up to more than the {0}-byte limit")]
     TotalTooLarge(u64),
     #[error("not a readable tar archive: {0}")]
@@ -53,8 +69,44 @@ pub enum ExtractError {
 }
 
 /// Reads a gzip-compressed tar stream into memory (file path -> content).
+///
+/// Every gzip member is read, as Go's `gzip.Reader` (Istio, containerd)
+/// does: a second member cannot smuggle files past this check.
 pub fn read_tar_gz(gz: &[u8], limits: Limits) -> Result<BTreeMap<String, Vec<u8>>, ExtractError> {
-    read_tar(flate2::read::GzDecoder::new(gz), limits)
+    read_tar(flate2::read::MultiGzDecoder::new(gz), limits)
+}
+
+/// Counts the bytes the tar reader pulls and fails once `left` is spent.
+struct Budget<R> {
+    inner: R,
+    left: Rc<Cell<u64>>,
+    spent: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Budget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.left.get();
+        if left == 0 && !buf.is_empty() {
+            self.spent.set(true);
+            return Err(io::Error::other("read budget spent"));
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left.set(left - n as u64);
+        Ok(n)
+    }
+}
+
+fn kind_name(kind: tar::EntryType) -> &'static str {
+    use tar::EntryType::*;
+    match kind {
+        Char => "character device",
+        Block => "block device",
+        Fifo => "FIFO",
+        GNUSparse => "GNU sparse file",
+        XGlobalHeader => "PAX global header",
+        _ => "special entry",
+    }
 }
 
 /// Reads a tar stream into memory (file path -> content); folders are checked
@@ -63,12 +115,32 @@ pub fn read_tar(
     reader: impl Read,
     limits: Limits,
 ) -> Result<BTreeMap<String, Vec<u8>>, ExtractError> {
-    let corrupt = |e: std::io::Error| ExtractError::Corrupt(e.to_string());
-    let mut archive = tar::Archive::new(reader);
+    let left = Rc::new(Cell::new(0));
+    let spent = Rc::new(Cell::new(false));
+    let budget = Budget {
+        inner: reader,
+        left: Rc::clone(&left),
+        spent: Rc::clone(&spent),
+    };
+    let corrupt = |e: io::Error| {
+        if spent.get() {
+            ExtractError::MetadataTooLarge(METADATA_BUDGET)
+        } else {
+            ExtractError::Corrupt(e.to_string())
+        }
+    };
+    let mut archive = tar::Archive::new(budget);
+    let mut entries = archive.entries().map_err(corrupt)?;
     let mut files = BTreeMap::new();
     let mut total = 0u64;
-    for entry in archive.entries().map_err(corrupt)? {
-        let entry = entry.map_err(corrupt)?;
+    loop {
+        // Headers, long names, PAX records and whatever the previous entry
+        // left unread (padding, a folder's data) come out of this budget.
+        left.set(METADATA_BUDGET);
+        let entry = match entries.next() {
+            None => break,
+            Some(entry) => entry.map_err(corrupt)?,
+        };
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let path = normalise(&raw)?;
         match entry.header().entry_type() {
@@ -77,22 +149,34 @@ pub fn read_tar(
             tar::EntryType::Symlink | tar::EntryType::Link => {
                 return Err(ExtractError::Link(raw));
             }
-            _ => return Err(ExtractError::Special(raw)),
+            other => {
+                return Err(ExtractError::Special {
+                    path: raw,
+                    kind: kind_name(other),
+                })
+            }
         }
-        let mut data = Vec::new();
-        entry
-            .take(limits.entry + 1)
-            .read_to_end(&mut data)
-            .map_err(corrupt)?;
-        if data.len() as u64 > limits.entry {
+        // The claim (PAX size included) is checked before reading.
+        let size = entry.size();
+        if size > limits.entry {
             return Err(ExtractError::TooLarge {
                 path: raw,
                 limit: limits.entry,
             });
         }
-        total += data.len() as u64;
+        total += size;
         if total > limits.total {
             return Err(ExtractError::TotalTooLarge(limits.total));
+        }
+        left.set(left.get() + size);
+        let mut data = Vec::with_capacity(size.min(METADATA_BUDGET) as usize);
+        entry.take(size).read_to_end(&mut data).map_err(corrupt)?;
+        if data.len() as u64 != size {
+            return Err(ExtractError::Truncated {
+                path: raw,
+                size,
+                read: data.len() as u64,
+            });
         }
         if files.insert(path, data).is_some() {
             return Err(ExtractError::Duplicate(raw));
@@ -176,11 +260,11 @@ mod tests {
             ),
             (
                 tar_with("dev", Char, b"", None),
-                "only regular files and folders are accepted",
+                "it is a character device; only regular files and folders are accepted",
             ),
             (
                 tar_with("fifo", Fifo, b"", None),
-                "only regular files and folders",
+                "it is a FIFO; only regular files and folders",
             ),
         ];
         for (tar, want) in cases {
