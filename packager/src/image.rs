@@ -98,10 +98,12 @@ pub enum ImageError {
     Digest(String),
     #[error("not an extension image: {0}")]
     Shape(String),
-    #[error("layer {digest}: {source}")]
+    // `reason`, not `source`: the message already holds it, and a `source`
+    // would print it twice in the one-line error chain.
+    #[error("layer {digest}: {reason}")]
     Layer {
         digest: String,
-        source: ExtractError,
+        reason: ExtractError,
     },
     #[error("invalid OCI {what}: {reason}")]
     Spec { what: &'static str, reason: String },
@@ -456,13 +458,13 @@ impl Image {
             }
         };
         let manifest_bytes = source.read(&blob_path(desc.digest().as_ref())?);
-        let manifest_bytes =
-            manifest_bytes.map_err(|_| ImageError::MissingBlob(desc.digest().to_string()))?;
+        // The reason is kept: "missing" and "a symlink" call for different fixes.
+        let manifest_bytes = manifest_bytes.map_err(read_err)?;
         verify(desc, &manifest_bytes)?;
         let mut image = Image::from_parts(manifest_bytes, Some(desc.digest().as_ref()), |d| {
             source
                 .read(&blob_path(d.digest().as_ref())?)
-                .map_err(|_| ImageError::MissingBlob(d.digest().to_string()))
+                .map_err(read_err)
         })?;
         image.ref_name = ref_name(desc).map(str::to_string);
         Ok(image)
@@ -511,9 +513,9 @@ impl Image {
             .expect("format checked layers");
         extract::read_tar_gz(self.blob(last)?, Limits::default())
             .map(Some)
-            .map_err(|source| ImageError::Layer {
+            .map_err(|reason| ImageError::Layer {
                 digest: last.digest().to_string(),
-                source,
+                reason,
             })
     }
 
