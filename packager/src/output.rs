@@ -3,6 +3,9 @@
 //! see a half-written image.
 //!
 //! An existing target is only replaced when the caller asked to (`--force`).
+//! A process killed mid-write (`kill -9`, power loss) leaves its temporary
+//! sibling `.NAME.tmp-PID`; the next write to the same target removes those
+//! whose process is gone (Linux, where `/proc` tells).
 
 use std::fs;
 use std::io;
@@ -41,9 +44,48 @@ fn check_target(target: &Path, force: bool) -> Result<(), OutputError> {
     Ok(())
 }
 
+/// Removes `.NAME.tmp-PID` siblings of `target` whose process no longer
+/// runs (a pid equal to ours is stale too: we have not written yet).
+/// `.NAME.old-PID` is kept: it may be the only copy of a replaced output.
+fn remove_stale_siblings(target: &Path) {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let _ = match path.symlink_metadata() {
+            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+    }
+}
+
 /// Writes a file atomically.
 pub fn write_file(target: &Path, bytes: &[u8], force: bool) -> Result<(), OutputError> {
     check_target(target, force)?;
+    remove_stale_siblings(target);
     let tmp = sibling(target, "tmp");
     let result = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, target));
     if result.is_err() {
@@ -61,6 +103,7 @@ pub fn write_dir<'a>(
     force: bool,
 ) -> Result<(), OutputError> {
     check_target(target, force)?;
+    remove_stale_siblings(target);
     let tmp = sibling(target, "tmp");
     let fill = || -> io::Result<()> {
         fs::create_dir(&tmp)?;
@@ -131,6 +174,27 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "no temporary siblings left: {names:?}");
+    }
+
+    #[test]
+    fn stale_temporary_siblings_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // Above any pid_max: no such process.
+        let dead_file = dir.path().join(".out.tar.tmp-999999999");
+        let dead_dir = dir.path().join(".image.tmp-999999998");
+        let alive = dir.path().join(".out.tar.tmp-1");
+        let old = dir.path().join(".image.old-999999997");
+        fs::write(&dead_file, b"partial").unwrap();
+        fs::create_dir_all(dead_dir.join("blobs")).unwrap();
+        fs::write(&alive, b"pid 1 is running").unwrap();
+        fs::create_dir(&old).unwrap();
+        write_file(&dir.path().join("out.tar"), b"x", false).unwrap();
+        write_dir(&dir.path().join("image"), [("a", &b"1"[..])], false).unwrap();
+        if cfg!(target_os = "linux") {
+            assert!(!dead_file.exists() && !dead_dir.exists());
+        }
+        assert!(alive.exists(), "a live process's sibling is left alone");
+        assert!(old.exists(), "a moved-aside output is kept");
     }
 
     #[test]
