@@ -30,11 +30,13 @@ pub enum RegistryError {
     PushToDigest(String),
     #[error("cannot reach registry {registry}: {reason}")]
     Unreachable { registry: String, reason: String },
-    #[error("registry {registry} refused access to {reference} ({what}): log in with `docker login {registry}` or pass --username and --password-stdin")]
+    #[error("registry {registry} refused access to {reference} ({what}): {hint}")]
     Unauthorized {
         registry: String,
         reference: String,
         what: &'static str,
+        /// What to do: log in, or fix the credentials that were sent.
+        hint: String,
     },
     #[error("{reference} was not found in registry {registry}")]
     NotFound { registry: String, reference: String },
@@ -125,8 +127,29 @@ pub fn auth_for(reference: &Reference, creds: &Credentials) -> Result<RegistryAu
     }
 }
 
+/// What to tell a user the registry refused: anonymous users are told to
+/// log in, users who sent credentials that those were rejected.
+fn auth_hint(registry: &str, auth: &RegistryAuth) -> String {
+    match auth {
+        RegistryAuth::Anonymous => format!(
+            "log in with `docker login {registry}` or pass --username and --password-stdin"
+        ),
+        RegistryAuth::Basic(user, _) => format!(
+            "authentication failed for user {user:?}: check the user name and password (or token) and its rights on the repository"
+        ),
+        RegistryAuth::Bearer(_) => format!(
+            "authentication failed with the identity token from Docker's config.json: log in again with `docker login {registry}`"
+        ),
+    }
+}
+
 /// Turns an `oci-client` error into one line that says what to do.
-fn explain(e: OciDistributionError, reference: &Reference, what: &'static str) -> RegistryError {
+fn explain(
+    e: OciDistributionError,
+    reference: &Reference,
+    what: &'static str,
+    auth: &RegistryAuth,
+) -> RegistryError {
     let registry = reference.registry().to_string();
     let chain = {
         let mut parts = vec![e.to_string()];
@@ -144,6 +167,7 @@ fn explain(e: OciDistributionError, reference: &Reference, what: &'static str) -
         registry: registry.clone(),
         reference: reference.whole(),
         what,
+        hint: auth_hint(&registry, auth),
     };
     match &e {
         OciDistributionError::UnauthorizedError { .. }
@@ -255,7 +279,7 @@ pub async fn push(
     client
         .auth(reference, &auth, RegistryOperation::Push)
         .await
-        .map_err(|e| explain(e, reference, "push"))?;
+        .map_err(|e| explain(e, reference, "push", &auth))?;
     let descriptors = std::iter::once(image.manifest.config()).chain(image.manifest.layers());
     let mut done = std::collections::BTreeSet::new();
     for desc in descriptors {
@@ -270,7 +294,7 @@ pub async fn push(
         let exists = client
             .blob_exists(reference, &digest)
             .await
-            .map_err(|e| explain(e, reference, "push"))?;
+            .map_err(|e| explain(e, reference, "push", &auth))?;
         if exists {
             progress(opts, format_args!("{digest}: already in the registry"));
             continue;
@@ -282,7 +306,7 @@ pub async fn push(
         client
             .push_blob(reference, bytes.clone(), &digest)
             .await
-            .map_err(|e| explain(e, reference, "push"))?;
+            .map_err(|e| explain(e, reference, "push", &auth))?;
     }
     progress(
         opts,
@@ -295,7 +319,7 @@ pub async fn push(
             OCI_IMAGE_MEDIA_TYPE.parse().expect("a valid header value"),
         )
         .await
-        .map_err(|e| explain(e, reference, "push"))?;
+        .map_err(|e| explain(e, reference, "push", &auth))?;
     Ok(image.manifest_digest.clone())
 }
 
@@ -307,11 +331,11 @@ pub async fn pull(reference: &Reference, opts: &Options) -> Result<Image, Regist
     client
         .auth(reference, &auth, RegistryOperation::Pull)
         .await
-        .map_err(|e| explain(e, reference, "pull"))?;
+        .map_err(|e| explain(e, reference, "pull", &auth))?;
     let (bytes, _digest) = client
         .pull_manifest_raw(reference, &auth, &[OCI_IMAGE_MEDIA_TYPE])
         .await
-        .map_err(|e| explain(e, reference, "pull"))?;
+        .map_err(|e| explain(e, reference, "pull", &auth))?;
     // Check the sizes first, then download, then verify every digest.
     let manifest = oci_spec::image::ImageManifest::from_reader(&bytes[..]).map_err(|e| {
         ImageError::Shape(format!("its manifest is not an OCI image manifest: {e}"))
@@ -335,7 +359,7 @@ pub async fn pull(reference: &Reference, opts: &Options) -> Result<Image, Regist
         client
             .pull_blob(reference, &oci_descriptor(desc), &mut out)
             .await
-            .map_err(|e| explain(e, reference, "pull"))?;
+            .map_err(|e| explain(e, reference, "pull", &auth))?;
         blobs.insert(digest, out);
     }
     let image = Image::from_parts(bytes.to_vec(), reference.digest(), |d| {
