@@ -223,9 +223,20 @@ fn explain(
         || lower.contains("connection refused")
         || lower.contains("dns error")
         || lower.contains("timed out")
+        || lower.contains("connection reset")
+        || lower.contains("broken pipe")
+        || lower.contains("connection closed")
     {
         let reason = if lower.contains("connection refused") {
             "connection refused (is it running, and is the address right?)".to_string()
+        } else if lower.contains("connection reset")
+            || lower.contains("broken pipe")
+            || lower.contains("connection closed")
+        {
+            // The URL in the chain carries upload state: not worth a line.
+            format!(
+                "the connection was cut during the {what} (the registry stopped or dropped it): retry; a push tags nothing until its manifest is sent"
+            )
         } else if lower.contains("dns error") {
             "the host name does not resolve".to_string()
         } else if lower.contains("timed out") {
