@@ -1185,7 +1185,10 @@ fn registry_killed_mid_push_fails_clearly_and_a_retry_completes() {
         run.code,
         run.line()
     );
-    run.refused("registry killed mid-push", &[&host]);
+    run.refused(
+        "registry killed mid-push",
+        &[&format!("cannot reach registry {host}: ")],
+    );
 
     // Same storage, same port: the tag must not exist yet (the manifest is
     // pushed last), and a retry completes the image.
