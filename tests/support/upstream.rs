@@ -119,6 +119,9 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     while let Some(head) = wire::read_head(&mut reader)? {
         let framing = Framing::of(&head, Framing::Empty)?;
         wire::read_body(&mut reader, framing)?;
+        // Counted before answering: a client that has its response must
+        // see the count include it.
+        shared.requests.fetch_add(1, Ordering::SeqCst);
 
         let http10 = head.start_line.ends_with("HTTP/1.0");
         let close = head.has_token("connection", "close")
@@ -150,7 +153,6 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
             writer.write_all(&body)?;
         }
         writer.flush()?;
-        shared.requests.fetch_add(1, Ordering::SeqCst);
         if close {
             break;
         }
