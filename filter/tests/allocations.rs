@@ -1,0 +1,93 @@
+//! The per-request allocation budget of the plan, counted with a counting
+//! global allocator: constant values allocate nothing; a value that is one
+//! formatter command keeps the buffer the host read into (one allocation,
+//! made by the host in the VM); a composite value adds its output buffer.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use header_filter::format::{Property, Reader, Side};
+use header_filter::plan::{Host, Scratch};
+use header_filter::Plan;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// A host that keeps nothing: every read finds a fixed value (allocated, as
+/// the real host allocates in the VM), every write is dropped.
+struct Null;
+
+impl Reader for Null {
+    fn header(&self, _of: Side, _name: &str) -> Option<Vec<u8>> {
+        Some(b"value".to_vec())
+    }
+    fn property(&self, _property: Property) -> Option<Vec<u8>> {
+        Some(b"10.0.0.1:80".to_vec())
+    }
+}
+
+impl Host for Null {
+    fn add(&mut self, _side: Side, _name: &str, _value: &[u8]) {}
+    fn replace(&mut self, _side: Side, _name: &str, _value: &[u8]) {}
+    fn remove(&mut self, _side: Side, _name: &str) {}
+    fn exists(&self, _side: Side, _name: &str) -> bool {
+        false
+    }
+}
+
+/// Allocations of one application of `side`, after a warm-up run (scratch
+/// space is kept across requests).
+fn allocations_per_request(config: &str, side: Side) -> usize {
+    let plan = Plan::from_json(config.as_bytes()).unwrap();
+    let mut scratch = Scratch::new();
+    plan.apply(side, &mut Null, &mut scratch);
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        plan.apply(side, &mut Null, &mut scratch);
+    }
+    (ALLOCATIONS.load(Ordering::SeqCst) - before) / 100
+}
+
+// One test function: the counter is process-wide and tests run in threads.
+#[test]
+fn allocation_budget_per_request() {
+    let constants = r#"{"response_headers_to_add":[
+        {"header":{"key":"a","value":"1"}},
+        {"header":{"key":"b","value":"2"},"append_action":"OVERWRITE_IF_EXISTS_OR_ADD"},
+        {"header":{"key":"c","value":"3"},"append_action":"ADD_IF_ABSENT"},
+        {"header":{"key":"d","value":"4"},"append_action":"OVERWRITE_IF_EXISTS"}],
+        "response_headers_to_remove":["x-powered-by"]}"#;
+    assert_eq!(allocations_per_request(constants, Side::Response), 0);
+
+    let single = r#"{"request_headers_to_add":[
+        {"header":{"key":"a","value":"%REQ(x)%"}},
+        {"header":{"key":"b","value":"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}]}"#;
+    assert_eq!(
+        allocations_per_request(single, Side::Request),
+        2,
+        "one per header written"
+    );
+
+    let composite = r#"{"request_headers_to_add":[
+        {"header":{"key":"a","value":"v=%REQ(x)%;p=%PROTOCOL%"}}]}"#;
+    assert_eq!(
+        allocations_per_request(composite, Side::Request),
+        3,
+        "the output buffer, plus the host's buffer of each of the two reads"
+    );
+}
