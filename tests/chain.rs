@@ -93,7 +93,7 @@ fn published_compat_image_extracts_to_the_module_that_envoy_runs() {
 
     let upstream = EchoUpstream::start();
     let listener = listener_yaml("filter", &local_wasm_filter_yaml(&extracted, CONFIG_A));
-    let envoy = Envoy::start(&bootstrap_yaml(Some(&listener), upstream.port(), "")).unwrap();
+    let envoy = Envoy::start(&bootstrap_yaml(&[&listener], upstream.port(), "")).unwrap();
     assert_config_a(&get_a(&envoy, "filter"));
 }
 
@@ -152,7 +152,7 @@ fn start_remote(
     Envoy::builder()
         .timeout(Duration::from_secs(60))
         .start(&bootstrap_yaml(
-            Some(&listener),
+            &[&listener],
             upstream.port(),
             &static_cluster_yaml(cluster, registry.addr().port()),
         ))
@@ -219,7 +219,7 @@ fn lds_file_reload_serves_the_new_filter_config_without_a_restart() {
         "node: {{ id: chain-test, cluster: chain-test }}\n{}\
          dynamic_resources:\n  lds_config:\n    resource_api_version: V3\n    path_config_source:\n      \
          path: {}\n      watched_directory: {{ path: {} }}\n",
-        bootstrap_yaml(None, upstream.port(), ""),
+        bootstrap_yaml(&[], upstream.port(), ""),
         lds_file.display(),
         lds_dir.path().display()
     );

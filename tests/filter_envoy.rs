@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use e2e::{http, paths, render, EchoUpstream, Envoy, StartError};
+use e2e::{envoy_yaml, http, paths, render, EchoUpstream, Envoy, StartError};
 
 /// One Envoy, two listeners with identical routes: `native` applies the
 /// rules in the route, `filter` through the Wasm filter.
@@ -70,26 +70,7 @@ static_resources:
 
 /// The Wasm filter's `http_filters` entry with a configuration string.
 fn wasm_filter(config_json: &str) -> String {
-    render(
-        r#"          - name: header-filter
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: header-filter
-                root_id: header-filter
-                failure_policy: FAIL_CLOSED
-                vm_config:
-                  runtime: envoy.wasm.runtime.v8
-                  code: { local: { filename: "{{WASM}}" } }
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {{CONFIG}}"#,
-        &[
-            ("WASM", &paths::filter_wasm().display()),
-            // A JSON string literal is a valid YAML double-quoted scalar.
-            ("CONFIG", &serde_json::to_string(config_json).unwrap()),
-        ],
-    )
+    envoy_yaml::local_wasm_filter_yaml(&paths::filter_wasm(), config_json)
 }
 
 /// A single-listener Envoy (`filter`) running the filter with `config_json`.
@@ -594,65 +575,17 @@ fn raw_cargo_output_with_its_malloc_export_serves_past_ticks() {
 /// listener must get its own rules.
 #[test]
 fn two_configurations_in_one_vm_stay_apart() {
-    const TWO: &str = r#"
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-static_resources:
-  listeners:
-{{LISTENERS}}
-  clusters:
-  - name: echo
-    type: STATIC
-    load_assignment:
-      cluster_name: echo
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{UPSTREAM_PORT}} } } }
-"#;
-    const LISTENER: &str = r#"
-  - name: {{NAME}}
-    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: {{NAME}}
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: echo }
-          http_filters:
-{{WASM_FILTER}}
-          - name: envoy.filters.http.router
-            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }"#;
     let upstream = EchoUpstream::start();
-    let listener = |name: &str, config: &str| {
-        render(
-            LISTENER,
-            &[("NAME", &name), ("WASM_FILTER", &wasm_filter(config))],
-        )
-    };
-    let listeners = [
-        listener(
-            "a",
+    let a = envoy_yaml::listener_yaml(
+        "a",
+        &wasm_filter(
             r#"{"request_headers_to_add":[{"header":{"key":"x-which","value":"a"}}],
                 "response_headers_to_add":[{"header":{"key":"x-back","value":"a:%REQ(x-in)%"}}]}"#,
         ),
-        listener("b", r#"{"x-which": "b"}"#),
-    ]
-    .join("");
-    let envoy = Envoy::start(&render(
-        TWO,
-        &[
-            ("LISTENERS", &listeners),
-            ("UPSTREAM_PORT", &upstream.port()),
-        ],
-    ))
-    .unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
+    );
+    let b = envoy_yaml::listener_yaml("b", &wasm_filter(r#"{"x-which": "b"}"#));
+    let envoy = Envoy::start(&envoy_yaml::bootstrap_yaml(&[&a, &b], upstream.port(), ""))
+        .unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
     for _ in 0..3 {
         let a = http::get(envoy.listener("a"), "/", &[("x-in", "1")]);
         assert_eq!(a.echoed("x-which"), ["a"]);

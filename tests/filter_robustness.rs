@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use e2e::{http, paths, render, EchoUpstream, Envoy};
+use e2e::{envoy_yaml, http, paths, render, EchoUpstream, Envoy};
 
 /// Listeners: `filter` (the Wasm filter), `native` (the same response
 /// formatter as route config, for comparison), `lua` (a Lua filter that
@@ -149,26 +149,7 @@ fn wasm_filter() -> String {
 }
 
 fn wasm_filter_with(policy: &str, config: &str) -> String {
-    render(
-        r#"          - name: header-filter
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: header-filter
-                root_id: header-filter
-                failure_policy: {{POLICY}}
-                vm_config:
-                  runtime: envoy.wasm.runtime.v8
-                  code: { local: { filename: "{{WASM}}" } }
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {{CONFIG}}"#,
-        &[
-            ("POLICY", &policy),
-            ("WASM", &paths::filter_wasm().display()),
-            ("CONFIG", &serde_json::to_string(config).unwrap()),
-        ],
-    )
+    envoy_yaml::wasm_filter_yaml(&paths::filter_wasm(), config, policy)
 }
 
 /// Envoy with two workers in front of the echo upstream and the raw_upstream.

@@ -7,6 +7,7 @@
 
 pub mod chain;
 pub mod envoy;
+pub mod envoy_yaml;
 pub mod http;
 pub mod paths;
 pub mod registry;

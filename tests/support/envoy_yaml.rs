@@ -1,0 +1,105 @@
+//! Envoy configuration pieces the end-to-end tests assemble: a bootstrap
+//! with admin on port 0, HTTP listeners routing to the `echo` cluster, static
+//! clusters on 127.0.0.1, and the header filter's `http_filters` entry.
+//! One place, so every test speaks the same Envoy config.
+
+use std::path::Path;
+
+use crate::render;
+
+/// One HTTP connection manager listener (`name`) routing everything to the
+/// `echo` cluster, with `http_filters` (YAML list items, already indented for
+/// their place) before the router. The text is a list item's body indented
+/// by four spaces: put it after `  - ` (see [`bootstrap_yaml`], [`lds_yaml`]).
+pub fn listener_yaml(name: &str, http_filters: &str) -> String {
+    render(
+        r#"    name: {{NAME}}
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {{NAME}}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: echo }
+          http_filters:
+{{FILTERS}}
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+"#,
+        &[("NAME", &name), ("FILTERS", &http_filters)],
+    )
+}
+
+/// A STATIC cluster `name` with one endpoint on 127.0.0.1.
+pub fn static_cluster_yaml(name: &str, port: u16) -> String {
+    render(
+        r#"  - name: "{{NAME}}"
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: "{{NAME}}"
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{PORT}} } } }
+"#,
+        &[("NAME", &name), ("PORT", &port)],
+    )
+}
+
+/// The Wasm filter's `http_filters` entry loading a local module with a
+/// configuration string.
+pub fn local_wasm_filter_yaml(module: &Path, config_json: &str) -> String {
+    wasm_filter_yaml(module, config_json, "FAIL_CLOSED")
+}
+
+/// [`local_wasm_filter_yaml`] with another `failure_policy`.
+pub fn wasm_filter_yaml(module: &Path, config_json: &str, failure_policy: &str) -> String {
+    render(
+        r#"          - name: header-filter
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: header-filter
+                root_id: header-filter
+                failure_policy: {{POLICY}}
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  code: { local: { filename: "{{WASM}}" } }
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {{CONFIG}}"#,
+        &[
+            ("POLICY", &failure_policy),
+            ("WASM", &module.display()),
+            // A JSON string literal is a valid YAML double-quoted scalar.
+            ("CONFIG", &serde_json::to_string(config_json).unwrap()),
+        ],
+    )
+}
+
+/// A whole bootstrap: admin on port 0, the static `listeners` (from
+/// [`listener_yaml`]; none for LDS) and the `echo` cluster plus
+/// `extra_clusters`.
+pub fn bootstrap_yaml(listeners: &[&str], upstream_port: u16, extra_clusters: &str) -> String {
+    let listeners = if listeners.is_empty() {
+        String::new()
+    } else {
+        let items: String = listeners
+            .iter()
+            .map(|l| format!("  - {}", l.trim_start()))
+            .collect();
+        format!("  listeners:\n{items}")
+    };
+    format!(
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\n\
+         static_resources:\n{listeners}  clusters:\n{}{extra_clusters}",
+        static_cluster_yaml("echo", upstream_port)
+    )
+}
