@@ -717,12 +717,18 @@ impl Source {
     }
 }
 
+/// A small valid package for unit tests (here and in other modules).
+#[cfg(test)]
+pub(crate) fn test_package(format: Format) -> Package {
+    tests::package(format)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::manifest::{ManifestInput, ScalarText};
 
-    fn package(format: Format) -> Package {
+    pub(super) fn package(format: Format) -> Package {
         let module = wat::parse_str(
             r#"(module (memory (export "memory") 1)
                  (func $f) (func $g (param i32) (result i32) i32.const 0)

@@ -752,38 +752,13 @@ fn resolve_fields(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::Package;
     use crate::manifest::ScalarText;
     use crate::registry::parse_reference;
 
     fn image(format: Format) -> Image {
-        let module = wat::parse_str(
-            r#"(module (memory (export "memory") 1)
-                 (func $f) (func $g (param i32) (result i32) i32.const 0)
-                 (export "proxy_abi_version_0_2_1" (func $f))
-                 (export "proxy_on_memory_allocate" (func $g)))"#,
-        )
-        .unwrap();
-        let module_info = crate::wasm::validate(&module).unwrap();
-        let manifest = ManifestInput {
-            name: Some("header-filter".into()),
-            phase: Some("PostAuthZ".into()),
-            priority: Some(ScalarText("10".into())),
-            version: Some(ScalarText("1.0.0".into())),
-            ..ManifestInput::default()
-        }
-        .resolve()
-        .unwrap();
-        Image::build(&Package {
-            manifest,
-            module,
-            module_info,
-            docs: vec![],
-            root_ids: vec![],
-            format,
-            epoch: 0,
-        })
-        .unwrap()
+        let mut package = crate::image::test_package(format);
+        package.docs.clear();
+        Image::build(&package).unwrap()
     }
 
     fn inputs(reference: &str) -> MeshInputs {
