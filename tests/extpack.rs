@@ -6,10 +6,11 @@
 //! checks the message, the exit code and that nothing was left behind.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
+use e2e::extpack::{extpack, extpack_with, Run};
 use e2e::paths::extpack_bin;
 use e2e::registry::{Registry, PASSWORD, USER};
 use serde_json::Value;
@@ -89,83 +90,6 @@ impl Work {
         ];
         args.extend_from_slice(extra);
         extpack(&args)
-    }
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "extpack failed: {}{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    /// Exit 1, one `error: ...` line holding `want`, no panic.
-    fn fails_with(self, want: &str) -> Run {
-        assert_eq!(self.code, 1, "exit code; stderr: {}", self.stderr);
-        assert!(
-            self.stderr.starts_with("error: "),
-            "stderr: {}",
-            self.stderr
-        );
-        assert_eq!(
-            self.stderr.trim_end().lines().count(),
-            1,
-            "one line: {}",
-            self.stderr
-        );
-        assert!(
-            self.stderr.contains(want),
-            "want {want:?} in {}",
-            self.stderr
-        );
-        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
-        self
-    }
-}
-
-fn extpack(args: &[&str]) -> Run {
-    extpack_with(args, None, &[])
-}
-
-fn extpack_with(args: &[&str], stdin: Option<&str>, env: &[(&str, &Path)]) -> Run {
-    let mut cmd = Command::new(extpack_bin());
-    cmd.args(args)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        // No credentials from the machine's own Docker config.
-        .env("DOCKER_CONFIG", "/nonexistent-extpack-test")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("running extpack");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

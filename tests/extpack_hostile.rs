@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::paths::extpack_bin;
+use e2e::extpack::{extpack_measured, Run};
 use e2e::registry::{v2_status, Registry, USER};
 use tempfile::TempDir;
 
@@ -37,118 +37,18 @@ const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 // ---------------------------------------------------------------------------
 // Running extpack
 
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    /// Peak resident set size, KiB (GNU time's "Maximum resident set size").
-    peak_kib: u64,
-    secs: f64,
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "extpack failed: {}{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    /// Exit 1, exactly one `error: ` line containing every `want`, no panic.
-    fn refused(&self, case: &str, wants: &[&str]) {
-        assert_eq!(self.code, 1, "{case}: exit code; stderr: {}", self.stderr);
-        assert!(
-            self.stderr.starts_with("error: "),
-            "{case}: stderr: {}",
-            self.stderr
-        );
-        assert_eq!(
-            self.stderr.trim_end().lines().count(),
-            1,
-            "{case}: one line: {}",
-            self.stderr
-        );
-        assert!(!self.stderr.contains("panicked"), "{case}: {}", self.stderr);
-        for want in wants {
-            assert!(
-                self.stderr.contains(want),
-                "{case}: want {want:?} in {}",
-                self.stderr
-            );
-        }
-    }
-
-    fn line(&self) -> &str {
-        self.stderr.trim_end()
-    }
-}
-
-/// Runs extpack under `/usr/bin/time -v` (its report goes to a file, so
-/// extpack's own stderr is untouched).
+/// extpack under `/usr/bin/time -v`, for its peak memory.
 fn extpack(args: &[&str]) -> Run {
     extpack_with(args, None, None)
 }
 
 fn extpack_with(args: &[&str], stdin: Option<&str>, docker_config: Option<&Path>) -> Run {
-    let report = tempfile::NamedTempFile::new().unwrap();
-    let time = Path::new("/usr/bin/time");
-    assert!(
-        time.is_file(),
-        "/usr/bin/time is missing: install GNU time with `apt-get install time`"
-    );
-    let mut cmd = Command::new(time);
-    cmd.arg("-v")
-        .arg("-o")
-        .arg(report.path())
-        .arg(extpack_bin())
-        .args(args)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .env(
-            "DOCKER_CONFIG",
-            docker_config.unwrap_or(Path::new("/nonexistent-extpack-test")),
-        )
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd.spawn().expect("running /usr/bin/time extpack");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    let secs = started.elapsed().as_secs_f64();
-    let report = fs::read_to_string(report.path()).unwrap_or_default();
-    let peak_kib = report
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no peak RSS in the time report: {report}"));
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        peak_kib,
-        secs,
+    match docker_config {
+        Some(dir) => extpack_measured(args, stdin, &[("DOCKER_CONFIG", dir)]),
+        None => extpack_measured(args, stdin, &[]),
     }
 }
 
-/// Every path under `dir` with its size (folders as `None`): "nothing was
-/// written" means this does not change.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<u64>> {
     let mut all = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -1100,29 +1000,6 @@ fn upload_bytes(dir: &Path) -> u64 {
     total
 }
 
-fn spawn_extpack(args: &[&str]) -> Child {
-    Command::new(extpack_bin())
-        .args(args)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .env("DOCKER_CONFIG", "/nonexistent-extpack-test")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running extpack")
-}
-
-fn finish(child: Child) -> Run {
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        peak_kib: 0,
-        secs: 0.0,
-    }
-}
-
 fn build_args<'a>(module: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
         "build",
@@ -1159,7 +1036,7 @@ fn registry_killed_mid_push_fails_clearly_and_a_retry_completes() {
         built.stdout[at..at + 71].to_string()
     };
     let reference = format!("{host}/faults/big:1.0.0");
-    let child = spawn_extpack(&[
+    let child = e2e::extpack::start(&[
         "push",
         layout.to_str().unwrap(),
         "--tag",
@@ -1179,7 +1056,7 @@ fn registry_killed_mid_push_fails_clearly_and_a_retry_completes() {
     }
     assert!(seen > MIB, "the module upload never started ({seen} bytes)");
     registry.kill();
-    let run = finish(child);
+    let run = e2e::extpack::wait(child);
     println!(
         "push with the registry killed after {seen} uploaded bytes: exit {} {}",
         run.code,
@@ -1326,7 +1203,7 @@ fn kill_during_build_leaves_no_output_and_the_next_build_cleans_up() {
     fs::create_dir(&out).unwrap();
     for (flag, name) in [("--output", "image"), ("--archive", "image.tar")] {
         let target = out.join(name);
-        let mut child = spawn_extpack(&build_args(
+        let mut child = e2e::extpack::start(&build_args(
             module_path.to_str().unwrap(),
             &["--format", "artifact", flag, target.to_str().unwrap()],
         ));

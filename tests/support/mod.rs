@@ -8,6 +8,7 @@
 pub mod chain;
 pub mod envoy;
 pub mod envoy_yaml;
+pub mod extpack;
 pub mod http;
 pub mod paths;
 pub mod registry;
