@@ -8,65 +8,24 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use e2e::{envoy_yaml, http, paths, render, EchoUpstream, Envoy, StartError};
+use e2e::{envoy_yaml, http, paths, EchoUpstream, Envoy, StartError};
 
-/// One Envoy, two listeners with identical routes: `native` applies the
-/// rules in the route, `filter` through the Wasm filter.
-const DIFFERENTIAL: &str = r#"
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-static_resources:
-  listeners:
-  - name: native
-    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: native
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: echo }
-                request_headers_to_add: {{REQUEST_ADD}}
-                response_headers_to_add: {{RESPONSE_ADD}}
-                request_headers_to_remove: {{REQUEST_REMOVE}}
-                response_headers_to_remove: {{RESPONSE_REMOVE}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
-  - name: filter
-    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: filter
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: echo }
-          http_filters:
-{{WASM_FILTER}}
-          - name: envoy.filters.http.router
-            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
-  clusters:
-  - name: echo
-    type: STATIC
-    load_assignment:
-      cluster_name: echo
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{UPSTREAM_PORT}} } } }
-"#;
+/// One Envoy, two listeners with identical routes: `native` applies
+/// `route_fields` (Envoy's own header fields) in its route, `filter` runs
+/// the Wasm filter entry `wasm`.
+fn differential_envoy(
+    upstream: &EchoUpstream,
+    route_fields: &str,
+    wasm: &str,
+) -> Result<Envoy, StartError> {
+    let native = envoy_yaml::route_listener_yaml("native", "", route_fields);
+    let filter = envoy_yaml::listener_yaml("filter", wasm);
+    Envoy::start(&envoy_yaml::bootstrap_yaml(
+        &[&native, &filter],
+        upstream.port(),
+        "",
+    ))
+}
 
 /// The Wasm filter's `http_filters` entry with a configuration string.
 fn wasm_filter(config_json: &str) -> String {
@@ -75,17 +34,7 @@ fn wasm_filter(config_json: &str) -> String {
 
 /// A single-listener Envoy (`filter`) running the filter with `config_json`.
 fn start_filter(upstream: &EchoUpstream, config_json: &str) -> Result<Envoy, StartError> {
-    Envoy::start(&render(
-        DIFFERENTIAL,
-        &[
-            ("REQUEST_ADD", &"[]"),
-            ("RESPONSE_ADD", &"[]"),
-            ("REQUEST_REMOVE", &"[]"),
-            ("RESPONSE_REMOVE", &"[]"),
-            ("WASM_FILTER", &wasm_filter(config_json)),
-            ("UPSTREAM_PORT", &upstream.port()),
-        ],
-    ))
+    differential_envoy(upstream, "", &wasm_filter(config_json))
 }
 
 fn rule(key: &str, value: &str, action: &str, keep_empty: bool) -> serde_json::Value {
@@ -310,18 +259,17 @@ fn filter_and_native_route_config_produce_identical_headers() {
     let upstream = EchoUpstream::start();
     let spec = differential_spec();
     let yaml = |key: &str| serde_json::to_string(&spec[key]).unwrap();
-    let envoy = Envoy::start(&render(
-        DIFFERENTIAL,
-        &[
-            ("REQUEST_ADD", &yaml("request_headers_to_add")),
-            ("RESPONSE_ADD", &yaml("response_headers_to_add")),
-            ("REQUEST_REMOVE", &yaml("request_headers_to_remove")),
-            ("RESPONSE_REMOVE", &yaml("response_headers_to_remove")),
-            ("WASM_FILTER", &wasm_filter(&spec.to_string())),
-            ("UPSTREAM_PORT", &upstream.port()),
-        ],
-    ))
-    .unwrap_or_else(|e| panic!("envoy did not start: {e}\n{}", e.log()));
+    let route_fields: String = [
+        "request_headers_to_add",
+        "response_headers_to_add",
+        "request_headers_to_remove",
+        "response_headers_to_remove",
+    ]
+    .iter()
+    .map(|field| format!("{field}: {}\n", yaml(field)))
+    .collect();
+    let envoy = differential_envoy(&upstream, &route_fields, &wasm_filter(&spec.to_string()))
+        .unwrap_or_else(|e| panic!("envoy did not start: {e}\n{}", e.log()));
 
     let request = differential_request();
     let request: Vec<(&str, &str)> = request
@@ -533,25 +481,9 @@ fn raw_cargo_output_with_its_malloc_export_serves_past_ticks() {
     let upstream = EchoUpstream::start();
     let config = r#"{"request_headers_to_add":[{"header":{"key":"x-copy","value":"%REQ(x-in)%-%PROTOCOL%"}}],
         "response_headers_to_add":[{"header":{"key":"x-back","value":"%REQ(x-in)%"}}]}"#;
-    let yaml = render(
-        DIFFERENTIAL,
-        &[
-            ("REQUEST_ADD", &"[]"),
-            ("RESPONSE_ADD", &"[]"),
-            ("REQUEST_REMOVE", &"[]"),
-            ("RESPONSE_REMOVE", &"[]"),
-            (
-                "WASM_FILTER",
-                &wasm_filter(config).replace(
-                    &paths::filter_wasm().display().to_string(),
-                    &raw.display().to_string(),
-                ),
-            ),
-            ("UPSTREAM_PORT", &upstream.port()),
-        ],
-    );
-    assert!(yaml.contains(&raw.display().to_string()));
-    let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
+    let wasm = envoy_yaml::local_wasm_filter_yaml(&raw, config);
+    let envoy =
+        differential_envoy(&upstream, "", &wasm).unwrap_or_else(|e| panic!("{e}\n{}", e.log()));
     let deadline = Instant::now() + Duration::from_millis(2500);
     let mut served = 0;
     while Instant::now() < deadline {

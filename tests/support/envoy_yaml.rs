@@ -12,6 +12,16 @@ use crate::render;
 /// their place) before the router. The text is a list item's body indented
 /// by four spaces: put it after `  - ` (see [`bootstrap_yaml`], [`lds_yaml`]).
 pub fn listener_yaml(name: &str, http_filters: &str) -> String {
+    route_listener_yaml(name, http_filters, "")
+}
+
+/// [`listener_yaml`] with extra fields on its one route (YAML lines, e.g.
+/// Envoy's own `response_headers_to_add: [...]`, without indentation).
+pub fn route_listener_yaml(name: &str, http_filters: &str, route_fields: &str) -> String {
+    let route_fields: String = route_fields
+        .lines()
+        .map(|line| format!("\n                {line}"))
+        .collect();
     render(
         r#"    name: {{NAME}}
     address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
@@ -27,13 +37,17 @@ pub fn listener_yaml(name: &str, http_filters: &str) -> String {
               domains: ["*"]
               routes:
               - match: { prefix: "/" }
-                route: { cluster: echo }
+                route: { cluster: echo }{{ROUTE_FIELDS}}
           http_filters:
 {{FILTERS}}
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
 "#,
-        &[("NAME", &name), ("FILTERS", &http_filters)],
+        &[
+            ("NAME", &name),
+            ("FILTERS", &http_filters),
+            ("ROUTE_FIELDS", &route_fields),
+        ],
     )
 }
 
