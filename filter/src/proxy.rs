@@ -109,11 +109,11 @@ impl Shared {
         self.streams.binary_search_by_key(&stream, |r| r.id)
     }
 
-    /// The root of `stream`: the one the SDK told us, else its record, else
-    /// the only root.
-    fn root_of(&self, stream: u32, known: Option<u32>) -> Option<&RootPlan> {
-        if let ([only], [], None) = (self.roots.as_slice(), self.streams.as_slice(), known) {
-            return Some(only);
+    /// The index in `roots` of the root of `stream`: the one the SDK told
+    /// us, else its record, else the only root.
+    fn root_of(&self, stream: u32, known: Option<u32>) -> Option<usize> {
+        if let ([_], [], None) = (self.roots.as_slice(), self.streams.as_slice(), known) {
+            return Some(0);
         }
         let id = match known {
             Some(id) => id,
@@ -123,28 +123,22 @@ impl Shared {
                 Err(_) => return None,
             },
         };
-        self.roots.iter().find(|r| r.id == id)
+        self.roots.iter().position(|r| r.id == id)
     }
 
-    fn insert_record(&mut self, stream: u32, root: u32) -> &mut StreamRecord {
-        let born = self
-            .roots
-            .iter()
-            .find(|r| r.id == root)
-            .map_or(0, |r| r.ticks);
-        let i = match self.record(stream) {
-            Ok(i) => i,
-            Err(i) => {
-                let record = StreamRecord {
-                    id: stream,
-                    root,
-                    born,
-                    kept: Vec::new(),
-                };
-                self.streams.insert(i, record);
-                i
-            }
-        };
+    /// The record of `stream` (of the root at `root`), made if missing.
+    fn record_mut(&mut self, stream: u32, root: usize) -> &mut StreamRecord {
+        let i = self.record(stream).unwrap_or_else(|i| {
+            let root = &self.roots[root];
+            let record = StreamRecord {
+                id: stream,
+                root: root.id,
+                born: root.ticks,
+                kept: Vec::new(),
+            };
+            self.streams.insert(i, record);
+            i
+        });
         &mut self.streams[i]
     }
 }
@@ -271,15 +265,14 @@ impl HttpContext for Stream {
             let Some(root) = shared.root_of(self.id, self.root) else {
                 return;
             };
-            let plan = &root.plan;
-            let keeps = !plan.request_headers_for_response().is_empty();
-            if !plan.touches(Side::Request) && !keeps {
-                return;
-            }
-            let root_id = root.id;
-            let kept = apply(shared, root_id, Side::Request, &[]);
-            if let Some(kept) = kept.filter(|_| keeps) {
-                shared.insert_record(self.id, root_id).kept = kept;
+            apply(shared, root, Side::Request, &[]);
+            let names = shared.roots[root].plan.request_headers_for_response();
+            if !names.is_empty() {
+                let kept = names
+                    .iter()
+                    .map(|n| read_header(Side::Request, n))
+                    .collect();
+                shared.record_mut(self.id, root).kept = kept;
             }
         });
         Action::Continue
@@ -290,50 +283,38 @@ impl HttpContext for Stream {
             let Some(root) = shared.root_of(self.id, self.root) else {
                 return;
             };
-            let root_id = root.id;
             let kept = match shared.record(self.id) {
                 Ok(i) => shared.streams.remove(i).kept,
                 Err(_) => Vec::new(),
             };
-            apply(shared, root_id, Side::Response, &kept);
+            apply(shared, root, Side::Response, &kept);
         });
         Action::Continue
     }
 }
 
-/// Applies `side` of the plan of `root`; `kept` answers `%REQ(..)%` on the
-/// response side. On the request side, returns the request headers the
-/// response rules will read.
-fn apply(
-    shared: &mut Shared,
-    root: u32,
-    side: Side,
-    kept: &[Option<Vec<u8>>],
-) -> Option<Vec<Option<Vec<u8>>>> {
+/// Applies `side` of the plan of the root at index `root`; `kept` answers
+/// `%REQ(..)%` on the response side.
+fn apply(shared: &mut Shared, root: usize, side: Side, kept: &[Option<Vec<u8>>]) {
     let Shared {
         roots,
         scratch,
         pending,
         ..
     } = shared;
-    let plan = &roots.iter().find(|r| r.id == root)?.plan;
-    if plan.touches(side) {
-        let mut abi = Abi {
-            phase: side,
-            plan,
-            kept,
-        };
-        let outcome = plan.apply(side, &mut abi, scratch);
-        pending.written += outcome.written;
-        pending.removed += outcome.removed;
-        pending.refused += outcome.refused;
+    let plan = &roots[root].plan;
+    if !plan.touches(side) {
+        return;
     }
-    (side == Side::Request).then(|| {
-        plan.request_headers_for_response()
-            .iter()
-            .map(|name| read_header(Side::Request, name))
-            .collect()
-    })
+    let mut abi = Abi {
+        phase: side,
+        plan,
+        kept,
+    };
+    let outcome = plan.apply(side, &mut abi, scratch);
+    pending.written += outcome.written;
+    pending.removed += outcome.removed;
+    pending.refused += outcome.refused;
 }
 
 /// `proxy_on_context_create` of the built module (see the module docs):
@@ -348,7 +329,9 @@ pub extern "C" fn header_filter_on_context_create(context_id: u32, root_context_
     }
     with_shared(|shared| {
         if shared.roots.len() > 1 {
-            shared.insert_record(context_id, root_context_id);
+            if let Some(root) = shared.roots.iter().position(|r| r.id == root_context_id) {
+                shared.record_mut(context_id, root);
+            }
         }
     });
 }
