@@ -31,6 +31,30 @@ fn manifests_dir() -> PathBuf {
     paths::repo_root().join("manifests")
 }
 
+/// The `extpack manifests` command line the committed files come from,
+/// reading the image at `layout`.
+fn manifests_args(layout: &Path) -> Vec<String> {
+    let root = paths::repo_root();
+    [
+        "manifests",
+        REFERENCE,
+        "--image",
+        arg(layout),
+        "--manifest",
+        arg(&root.join("packager/manifest.yaml")),
+        "--config",
+        arg(&manifests_dir().join("filter-config.json")),
+        "--namespace",
+        "bookinfo",
+        "--selector",
+        "app=productpage",
+        "--module-url",
+        MODULE_URL,
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
 /// The compat image of the real module (the one shape both Maistra and
 /// Istio load), built reproducibly into a layout, and the three files
 /// generated from it. The EnvoyFilter fetches the raw module from a release
@@ -56,25 +80,9 @@ impl Generated {
             arg(&layout),
         ])
         .ok();
-        extpack(&[
-            "manifests",
-            REFERENCE,
-            "--image",
-            arg(&layout),
-            "--manifest",
-            arg(&root.join("packager/manifest.yaml")),
-            "--config",
-            arg(&manifests_dir().join("filter-config.json")),
-            "--namespace",
-            "bookinfo",
-            "--selector",
-            "app=productpage",
-            "--module-url",
-            MODULE_URL,
-            "--output-dir",
-            arg(&out),
-        ])
-        .ok();
+        let mut args = manifests_args(&layout);
+        args.extend(["--output-dir".to_string(), arg(&out).to_string()]);
+        extpack(&args.iter().map(String::as_str).collect::<Vec<_>>()).ok();
         Generated { dir }
     }
 
@@ -370,24 +378,8 @@ fn sha256(bytes: &[u8]) -> String {
 #[test]
 fn stdout_stream_is_the_three_files() {
     let g = Generated::new();
-    let root = paths::repo_root();
-    let run = extpack(&[
-        "manifests",
-        REFERENCE,
-        "--image",
-        arg(&g.layout()),
-        "--manifest",
-        arg(&root.join("packager/manifest.yaml")),
-        "--config",
-        arg(&manifests_dir().join("filter-config.json")),
-        "--namespace",
-        "bookinfo",
-        "--selector",
-        "app=productpage",
-        "--module-url",
-        MODULE_URL,
-    ])
-    .ok();
+    let args = manifests_args(&g.layout());
+    let run = extpack(&args.iter().map(String::as_str).collect::<Vec<_>>()).ok();
     let files: Vec<String> = FILES.iter().map(|f| g.text(f)).collect();
     assert_eq!(run.stdout, files.join("---\n"));
 }
