@@ -723,29 +723,10 @@ fn resolve_fields(
         Format::Compat => "",
         Format::Artifact => " (an artifact image carries no manifest.yaml)",
     };
-    let name: ExtensionName = merged
-        .name
-        .or(title)
-        .ok_or(MeshError::Missing {
-            field: "name",
-            hint,
-        })?
-        .parse()?;
-    let phase: Phase = merged
-        .phase
-        .ok_or(MeshError::Missing {
-            field: "phase",
-            hint,
-        })?
-        .parse()?;
-    let priority: Priority = merged
-        .priority
-        .ok_or(MeshError::Missing {
-            field: "priority",
-            hint,
-        })?
-        .0
-        .parse()?;
+    let missing = |field| MeshError::Missing { field, hint };
+    let name: ExtensionName = merged.name.or(title).ok_or(missing("name"))?.parse()?;
+    let phase: Phase = merged.phase.ok_or(missing("phase"))?.parse()?;
+    let priority: Priority = merged.priority.ok_or(missing("priority"))?.0.parse()?;
     Ok((name, phase, priority))
 }
 
