@@ -12,6 +12,7 @@ use std::fmt;
 use crate::json::{self, Json};
 
 use crate::format::{Format, Side};
+use crate::route::{ResponseRule, Route};
 
 /// Largest configuration accepted, in bytes.
 pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
@@ -20,11 +21,21 @@ pub const MAX_ENTRIES: usize = 1000;
 /// Longest header name or value, as Envoy's `HeaderValue` allows.
 pub const MAX_HEADER_BYTES: usize = 16384;
 
+/// The header fields of one level (top, route), as Envoy names them.
+pub(crate) const LEVEL_FIELDS: &[&str] = &[
+    "request_headers_to_add",
+    "response_headers_to_add",
+    "request_headers_to_remove",
+    "response_headers_to_remove",
+];
 const FIELDS: &[&str] = &[
     "request_headers_to_add",
     "response_headers_to_add",
     "request_headers_to_remove",
     "response_headers_to_remove",
+    "routes",
+    "response_rules",
+    "most_specific_header_mutations_wins",
 ];
 const OPTION_FIELDS: &[&str] = &["header", "append_action", "keep_empty_value", "append"];
 const HEADER_FIELDS: &[&str] = &["key", "value"];
@@ -38,7 +49,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(path: &str, reason: impl Into<String>) -> ConfigError {
+    pub(crate) fn new(path: &str, reason: impl Into<String>) -> ConfigError {
         // A path holds object keys and a reason may hold a formatter's text,
         // both straight from the configuration: control characters are
         // escaped so the error stays one log line.
@@ -230,11 +241,27 @@ pub struct Rules {
     pub remove: Vec<HeaderName>,
 }
 
+impl Rules {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Config {
+    /// The top level's rules (Envoy's virtual host or route configuration
+    /// level: they apply to every request).
     pub request: Rules,
     pub response: Rules,
+    /// Levels applied right after the top level when the response meets
+    /// their conditions.
+    pub response_rules: Vec<ResponseRule>,
+    /// First match wins; the matched route's rules are one more level.
+    pub routes: Vec<Route>,
+    /// Envoy's `RouteConfiguration` flag: when true, the top level runs
+    /// first and the route's level last (the route wins).
+    pub most_specific_header_mutations_wins: bool,
 }
 
 impl Config {
@@ -274,45 +301,35 @@ impl Config {
     /// gives back an equal configuration.
     pub fn to_json(&self) -> String {
         let mut out = String::from("{");
-        for (i, (field, rules)) in [
-            ("request_headers_to_add", &self.request),
-            ("response_headers_to_add", &self.response),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&format!("\"{field}\":["));
-            for (j, rule) in rules.add.iter().enumerate() {
-                if j > 0 {
+        write_rules(&mut out, "request_headers_to_add", &self.request);
+        out.push(',');
+        write_rules(&mut out, "response_headers_to_add", &self.response);
+        out.push_str(",\"request_headers_to_remove\":");
+        write_names(&mut out, &self.request.remove);
+        out.push_str(",\"response_headers_to_remove\":");
+        write_names(&mut out, &self.response.remove);
+        if !self.routes.is_empty() {
+            out.push_str(",\"routes\":[");
+            for (i, route) in self.routes.iter().enumerate() {
+                if i > 0 {
                     out.push(',');
                 }
-                out.push_str("{\"header\":{\"key\":");
-                json::write_string(&mut out, rule.name.as_str());
-                out.push_str(",\"value\":");
-                json::write_string(&mut out, &rule.value.to_string());
-                out.push_str(&format!(
-                    "}},\"append_action\":\"{}\",\"keep_empty_value\":{}}}",
-                    rule.action.as_str(),
-                    rule.keep_empty_value
-                ));
+                route.write_json(&mut out);
             }
             out.push(']');
         }
-        for (field, rules) in [
-            ("request_headers_to_remove", &self.request),
-            ("response_headers_to_remove", &self.response),
-        ] {
-            out.push_str(&format!(",\"{field}\":["));
-            for (j, name) in rules.remove.iter().enumerate() {
-                if j > 0 {
+        if !self.response_rules.is_empty() {
+            out.push_str(",\"response_rules\":[");
+            for (i, rule) in self.response_rules.iter().enumerate() {
+                if i > 0 {
                     out.push(',');
                 }
-                json::write_string(&mut out, name.as_str());
+                rule.write_json(&mut out);
             }
             out.push(']');
+        }
+        if self.most_specific_header_mutations_wins {
+            out.push_str(",\"most_specific_header_mutations_wins\":true");
         }
         out.push('}');
         out
@@ -331,14 +348,93 @@ fn parse_envoy_form(object: &[(String, Json)]) -> Result<Config, ConfigError> {
     for (key, value) in object {
         let path = key.as_str();
         match path {
-            "request_headers_to_add" => config.request.add = parse_rules(path, value)?,
-            "response_headers_to_add" => config.response.add = parse_rules(path, value)?,
-            "request_headers_to_remove" => config.request.remove = parse_names(path, value)?,
-            "response_headers_to_remove" => config.response.remove = parse_names(path, value)?,
+            "routes" => config.routes = Route::parse_list(path, value)?,
+            "response_rules" => config.response_rules = ResponseRule::parse_list(path, value)?,
+            "most_specific_header_mutations_wins" => {
+                config.most_specific_header_mutations_wins = expect_bool(path, value)?
+            }
+            _ if LEVEL_FIELDS.contains(&path) => {
+                parse_level_field(path, path, value, &mut config.request, &mut config.response)?
+            }
             _ => return Err(unknown_field(path, FIELDS)),
         }
     }
+    if config.routes.len() > MAX_ENTRIES {
+        return Err(too_many("routes", config.routes.len()));
+    }
     Ok(config)
+}
+
+/// Parses one of the four [`LEVEL_FIELDS`] (`key`, found at `path`) into
+/// the level's rules.
+pub(crate) fn parse_level_field(
+    key: &str,
+    path: &str,
+    value: &Json,
+    request: &mut Rules,
+    response: &mut Rules,
+) -> Result<(), ConfigError> {
+    match key {
+        "request_headers_to_add" => request.add = parse_rules(path, value)?,
+        "response_headers_to_add" => response.add = parse_rules(path, value)?,
+        "request_headers_to_remove" => request.remove = parse_names(path, value)?,
+        _ => response.remove = parse_names(path, value)?,
+    }
+    Ok(())
+}
+
+/// Writes the four level fields after an opening member (each preceded by
+/// a comma); empty lists are left out, except by [`Config::to_json`] which
+/// writes the top level's in full.
+pub(crate) fn write_level_fields(out: &mut String, request: &Rules, response: &Rules) {
+    for (field, rules) in [
+        ("request_headers_to_add", request),
+        ("response_headers_to_add", response),
+    ] {
+        if !rules.add.is_empty() {
+            out.push(',');
+            write_rules(out, field, rules);
+        }
+    }
+    for (field, rules) in [
+        ("request_headers_to_remove", request),
+        ("response_headers_to_remove", response),
+    ] {
+        if !rules.remove.is_empty() {
+            out.push_str(&format!(",\"{field}\":"));
+            write_names(out, &rules.remove);
+        }
+    }
+}
+
+fn write_rules(out: &mut String, field: &str, rules: &Rules) {
+    out.push_str(&format!("\"{field}\":["));
+    for (j, rule) in rules.add.iter().enumerate() {
+        if j > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"header\":{\"key\":");
+        json::write_string(out, rule.name.as_str());
+        out.push_str(",\"value\":");
+        json::write_string(out, &rule.value.to_string());
+        out.push_str(&format!(
+            "}},\"append_action\":\"{}\",\"keep_empty_value\":{}}}",
+            rule.action.as_str(),
+            rule.keep_empty_value
+        ));
+    }
+    out.push(']');
+}
+
+fn write_names(out: &mut String, names: &[HeaderName]) {
+    out.push('[');
+    for (j, name) in names.iter().enumerate() {
+        if j > 0 {
+            out.push(',');
+        }
+        json::write_string(out, name.as_str());
+    }
+    out.push(']');
 }
 
 fn parse_flat_form(object: &[(String, Json)]) -> Result<Config, ConfigError> {
@@ -366,11 +462,11 @@ fn parse_flat_form(object: &[(String, Json)]) -> Result<Config, ConfigError> {
         });
     }
     Ok(Config {
-        request: Rules::default(),
         response: Rules {
             add,
             remove: Vec::new(),
         },
+        ..Config::default()
     })
 }
 
@@ -485,7 +581,7 @@ fn check_value(path: &str, text: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn expect_array<'a>(path: &str, value: &'a Json) -> Result<&'a [Json], ConfigError> {
+pub(crate) fn expect_array<'a>(path: &str, value: &'a Json) -> Result<&'a [Json], ConfigError> {
     match value {
         Json::Array(items) if items.len() > MAX_ENTRIES => Err(too_many(path, items.len())),
         Json::Array(items) => Ok(items),
@@ -493,36 +589,39 @@ fn expect_array<'a>(path: &str, value: &'a Json) -> Result<&'a [Json], ConfigErr
     }
 }
 
-fn expect_object<'a>(path: &str, value: &'a Json) -> Result<&'a [(String, Json)], ConfigError> {
+pub(crate) fn expect_object<'a>(
+    path: &str,
+    value: &'a Json,
+) -> Result<&'a [(String, Json)], ConfigError> {
     match value {
         Json::Object(object) => Ok(object),
         other => Err(wrong_type(path, "an object", other)),
     }
 }
 
-fn expect_string<'a>(path: &str, value: &'a Json) -> Result<&'a str, ConfigError> {
+pub(crate) fn expect_string<'a>(path: &str, value: &'a Json) -> Result<&'a str, ConfigError> {
     match value {
         Json::String(s) => Ok(s),
         other => Err(wrong_type(path, "a string", other)),
     }
 }
 
-fn expect_bool(path: &str, value: &Json) -> Result<bool, ConfigError> {
+pub(crate) fn expect_bool(path: &str, value: &Json) -> Result<bool, ConfigError> {
     match value {
         Json::Bool(b) => Ok(*b),
         other => Err(wrong_type(path, "a boolean", other)),
     }
 }
 
-fn wrong_type(path: &str, expected: &str, got: &Json) -> ConfigError {
+pub(crate) fn wrong_type(path: &str, expected: &str, got: &Json) -> ConfigError {
     ConfigError::new(path, format!("expected {expected}, got {}", got.kind()))
 }
 
-fn too_many(path: &str, count: usize) -> ConfigError {
+pub(crate) fn too_many(path: &str, count: usize) -> ConfigError {
     ConfigError::new(path, format!("{count} entries, the limit is {MAX_ENTRIES}"))
 }
 
-fn unknown_field(path: &str, accepted: &[&str]) -> ConfigError {
+pub(crate) fn unknown_field(path: &str, accepted: &[&str]) -> ConfigError {
     ConfigError::new(
         path,
         format!("unknown field (accepted: {})", comma_list(accepted)),
@@ -637,7 +736,7 @@ mod tests {
             ),
             (
                 r#"{"request_headers_to_add":[],"extra":1}"#,
-                "extra: unknown field (accepted: request_headers_to_add, response_headers_to_add, request_headers_to_remove, response_headers_to_remove)",
+                "extra: unknown field (accepted: request_headers_to_add, response_headers_to_add, request_headers_to_remove, response_headers_to_remove, routes, response_rules, most_specific_header_mutations_wins)",
             ),
             (
                 r#"{"request_headers_to_add":[{"header":{"key":"bad name","value":"1"}}]}"#,
@@ -697,7 +796,7 @@ mod tests {
             ),
             (
                 r#"{"x-a":"1","x-b":{"nested":true}}"#,
-                "x-b: unknown field (accepted: request_headers_to_add, response_headers_to_add, request_headers_to_remove, response_headers_to_remove; or a flat object whose values are all strings)",
+                "x-b: unknown field (accepted: request_headers_to_add, response_headers_to_add, request_headers_to_remove, response_headers_to_remove, routes, response_rules, most_specific_header_mutations_wins; or a flat object whose values are all strings)",
             ),
             (r#"{"x a":"1"}"#, r#"x a: "x a" is not a valid header name (RFC 9110 token characters only)"#),
             (r#"{"x-a":"1\n"}"#, "x-a: contains CR/LF"),

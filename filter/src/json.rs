@@ -5,8 +5,8 @@
 //! configuration needs little: RFC 8259 values, objects that keep their key
 //! order (the flat Maistra form adds headers in the order written) and
 //! refuse duplicate keys, a nesting limit, and errors with line and column.
-//! Numbers are checked for syntax only: no field of the configuration is
-//! a number.
+//! Numbers are kept as their text: the few numeric fields (status codes,
+//! range bounds) are integers that their own parsers read.
 
 use std::fmt;
 
@@ -18,7 +18,8 @@ const MAX_DEPTH: usize = 128;
 pub enum Json {
     Null,
     Bool(bool),
-    Number,
+    /// A number, as written (syntax checked).
+    Number(String),
     String(String),
     Array(Vec<Json>),
     Object(Vec<(String, Json)>),
@@ -30,7 +31,7 @@ impl Json {
         match self {
             Json::Null => "null",
             Json::Bool(_) => "a boolean",
-            Json::Number => "a number",
+            Json::Number(_) => "a number",
             Json::String(_) => "a string",
             Json::Array(_) => "an array",
             Json::Object(_) => "an object",
@@ -217,6 +218,7 @@ impl Parser<'_> {
     }
 
     fn number(&mut self) -> Result<Json, SyntaxError> {
+        let begin = self.pos;
         let digits = |p: &mut Self| {
             let start = p.pos;
             while matches!(p.peek(), Some(b'0'..=b'9')) {
@@ -247,7 +249,8 @@ impl Parser<'_> {
                 return Err(self.error("invalid number"));
             }
         }
-        Ok(Json::Number)
+        let text = &self.input[begin..self.pos];
+        Ok(Json::Number(String::from_utf8_lossy(text).into_owned()))
     }
 
     /// A string literal, `pos` on its opening quote.
@@ -349,7 +352,7 @@ mod tests {
     fn values() {
         assert_eq!(ok(" null "), Json::Null);
         assert_eq!(ok("true"), Json::Bool(true));
-        assert_eq!(ok("-0.5e+3"), Json::Number);
+        assert_eq!(ok("-0.5e+3"), Json::Number("-0.5e+3".into()));
         assert_eq!(
             ok(r#""a\"b\\c\/\n\u00e9\ud83d\ude00""#),
             Json::String("a\"b\\c/\né😀".into())
@@ -359,7 +362,7 @@ mod tests {
             Json::Object(vec![
                 (
                     "b".into(),
-                    Json::Array(vec![Json::Number, Json::Object(vec![])])
+                    Json::Array(vec![Json::Number("1".into()), Json::Object(vec![])])
                 ),
                 ("a".into(), Json::String("x".into())),
             ])

@@ -11,7 +11,10 @@
 pub mod config;
 pub mod format;
 pub mod json;
+pub mod matcher;
+pub mod offline;
 pub mod plan;
+pub mod route;
 
 #[cfg(target_arch = "wasm32")]
 mod alloc;

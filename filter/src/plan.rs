@@ -1,15 +1,24 @@
 //! What runs per request: a configuration compiled into an immutable plan,
 //! applied to a stream through the [`Host`] trait.
 //!
-//! The plan follows Envoy's `HeaderParser::evaluateHeaders` step for step:
-//! removals first; then every value and every condition is evaluated against
-//! the headers as they stand; then overwrites are applied, then appends, each
-//! in configuration order (the plan stores its rules in that order). Nothing
-//! is parsed here and constant values are
-//! written from the plan's own bytes. No proxy-wasm here.
+//! A plan is a stack of *levels*, as Envoy's router stacks its
+//! `HeaderParser`s: the matched route's level, then the top level (the
+//! other way round with `most_specific_header_mutations_wins`), each
+//! followed on the response side by its `response_rules` whose conditions
+//! hold. The route is chosen once, on the request side ([`Plan::request`]);
+//! the response side ([`Plan::response`]) is given that choice back.
+//!
+//! Each level follows Envoy's `HeaderParser::evaluateHeaders` step for
+//! step: removals first; then every value and every condition is evaluated
+//! against the headers as they stand; then overwrites are applied, then
+//! appends, each in configuration order (the plan stores its rules in that
+//! order). Nothing is parsed here and constant values are written from the
+//! plan's own bytes. No proxy-wasm here.
 
-use crate::config::{AppendAction, Config, ConfigError, HeaderRule};
+use crate::config::{AppendAction, Config, ConfigError, HeaderRule, Rules};
 use crate::format::{Format, Reader, Side};
+use crate::matcher::HeaderPairs;
+use crate::route::{parse_status, RequestView, ResponseCondition, ResponseRule, RouteMatch};
 
 /// The stream as the plan sees it: read access plus the three writes.
 pub trait Host: Reader {
@@ -21,6 +30,12 @@ pub trait Host: Reader {
     fn exists(&self, side: Side, name: &str) -> bool {
         self.header(side, name).is_some()
     }
+    /// The whole header map of `side`, serialized as proxy-wasm's
+    /// `get_header_map_pairs` returns it (see [`HeaderPairs`]). Read once
+    /// per side, and only by plans whose matchers need it.
+    fn header_map(&self, side: Side) -> Vec<u8>;
+    /// `xds.route_name`: the name of the Envoy route the request took.
+    fn route_name(&self) -> Option<Vec<u8>>;
 }
 
 /// What one application did, for the filter's counters.
@@ -37,9 +52,37 @@ pub struct Outcome {
 /// The compiled configuration.
 #[derive(Debug)]
 pub struct Plan {
+    top: Level,
+    top_rules: Vec<Conditional>,
+    routes: Vec<RoutePlan>,
+    most_specific_wins: bool,
+    request_headers_for_response: Vec<String>,
+    /// Some route has header matchers: route selection reads the whole
+    /// request header map (else only `:path`).
+    routes_read_headers: bool,
+    /// Some route matches on `route_name`.
+    routes_read_route_name: bool,
+}
+
+/// One level: Envoy's pair of request and response `HeaderParser`s.
+#[derive(Debug)]
+struct Level {
     request: SidePlan,
     response: SidePlan,
-    request_headers_for_response: Vec<String>,
+}
+
+#[derive(Debug)]
+struct RoutePlan {
+    matcher: RouteMatch,
+    level: Level,
+    rules: Vec<Conditional>,
+}
+
+/// A response rule: a response-side level and its condition.
+#[derive(Debug)]
+struct Conditional {
+    condition: ResponseCondition,
+    response: SidePlan,
 }
 
 #[derive(Debug)]
@@ -75,9 +118,34 @@ pub struct Staged {
     value: Option<Vec<u8>>,
 }
 
-/// Reusable space for staged decisions, kept across requests so a staged
-/// plan does not allocate once warm.
-pub type Scratch = Vec<Staged>;
+/// Reusable space kept across requests, so that a warm plan does not
+/// allocate for its own bookkeeping.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    staged: Vec<Staged>,
+    /// A header sent more than once, joined for a matcher.
+    joined: Vec<u8>,
+    /// Which response rules hold, decided before any response write.
+    holds: Vec<bool>,
+}
+
+impl Scratch {
+    pub const fn new() -> Scratch {
+        Scratch {
+            staged: Vec::new(),
+            joined: Vec::new(),
+            holds: Vec::new(),
+        }
+    }
+}
+
+impl Outcome {
+    pub fn add(&mut self, other: Outcome) {
+        self.written += other.written;
+        self.removed += other.removed;
+        self.refused += other.refused;
+    }
+}
 
 impl Default for Plan {
     /// The plan of an empty configuration: does nothing.
@@ -94,16 +162,44 @@ impl Plan {
 
     pub fn compile(config: &Config) -> Plan {
         let mut request_headers_for_response: Vec<String> = Vec::new();
-        for rule in &config.response.add {
+        let response_adds = std::iter::once(&config.response)
+            .chain(config.response_rules.iter().map(|r| &r.response))
+            .chain(config.routes.iter().flat_map(|route| {
+                std::iter::once(&route.response)
+                    .chain(route.response_rules.iter().map(|r| &r.response))
+            }))
+            .flat_map(|rules| &rules.add);
+        for rule in response_adds {
             for name in rule.value.header_names(Side::Request) {
                 if !request_headers_for_response.iter().any(|n| n == name) {
                     request_headers_for_response.push(name.to_string());
                 }
             }
         }
+        let routes: Vec<RoutePlan> = config
+            .routes
+            .iter()
+            .map(|route| RoutePlan {
+                matcher: route.matcher.clone(),
+                level: Level::compile(&route.request, &route.response),
+                rules: route
+                    .response_rules
+                    .iter()
+                    .map(Conditional::compile)
+                    .collect(),
+            })
+            .collect();
         Plan {
-            request: SidePlan::compile(config, Side::Request),
-            response: SidePlan::compile(config, Side::Response),
+            top: Level::compile(&config.request, &config.response),
+            top_rules: config
+                .response_rules
+                .iter()
+                .map(Conditional::compile)
+                .collect(),
+            routes_read_headers: routes.iter().any(|r| r.matcher.reads_headers()),
+            routes_read_route_name: routes.iter().any(|r| r.matcher.route_name.is_some()),
+            routes,
+            most_specific_wins: config.most_specific_header_mutations_wins,
             request_headers_for_response,
         }
     }
@@ -117,32 +213,181 @@ impl Plan {
     }
 
     /// Whether the plan does anything on `side` (the glue can skip a side).
+    /// A plan with routes always acts on the request side: that is where
+    /// the route is chosen.
     pub fn touches(&self, side: Side) -> bool {
-        let plan = self.side(side);
-        !plan.remove.is_empty() || !plan.rules.is_empty()
+        match side {
+            Side::Request => !self.top.request.is_empty() || !self.routes.is_empty(),
+            Side::Response => {
+                !self.top.response.is_empty()
+                    || !self.top_rules.is_empty()
+                    || self.routes.iter().any(RoutePlan::affects_response)
+            }
+        }
     }
 
-    /// Applies the rules of `side` to the stream.
+    /// Whether the response side needs to know that the request took
+    /// `route` (else the glue need not keep the choice per stream).
+    pub fn route_affects_response(&self, route: u16) -> bool {
+        self.routes
+            .get(usize::from(route))
+            .is_some_and(RoutePlan::affects_response)
+    }
+
+    /// Chooses the route (first match) and applies the request side of
+    /// every level. The route is what [`Plan::response`] needs back.
+    pub fn request<H: Host + ?Sized>(
+        &self,
+        host: &mut H,
+        scratch: &mut Scratch,
+    ) -> (Option<u16>, Outcome) {
+        let route = self.select_route(host, &mut scratch.joined);
+        let route_level = route.map(|r| &self.routes[usize::from(r)].level.request);
+        let mut outcome = Outcome::default();
+        for level in self.ordered(route_level, &self.top.request) {
+            outcome.add(level.apply(host, &mut scratch.staged));
+        }
+        (route, outcome)
+    }
+
+    /// Applies the response side: the levels of the top and of `route`
+    /// (what [`Plan::request`] chose), each followed by its response rules
+    /// whose conditions hold for the response as it reached the filter.
+    pub fn response<H: Host + ?Sized>(
+        &self,
+        route: Option<u16>,
+        host: &mut H,
+        scratch: &mut Scratch,
+    ) -> Outcome {
+        let route = route.and_then(|r| self.routes.get(usize::from(r)));
+        let route_rules: &[Conditional] = route.map_or(&[], |r| &r.rules);
+        scratch.holds.clear();
+        if !self.top_rules.is_empty() || !route_rules.is_empty() {
+            let map = host.header_map(Side::Response);
+            let headers = HeaderPairs::new(&map);
+            let status = parse_status(headers.get(":status"));
+            for rule in self.top_rules.iter().chain(route_rules) {
+                let holds = rule.condition.holds(status, &headers, &mut scratch.joined);
+                scratch.holds.push(holds);
+            }
+        }
+        let (top_holds, route_holds) = scratch.holds.split_at(self.top_rules.len());
+        let top = (&self.top.response, &self.top_rules[..], top_holds);
+        let mut outcome = Outcome::default();
+        let mut run = |(level, rules, holds): (&SidePlan, &[Conditional], &[bool])| {
+            outcome.add(level.apply(host, &mut scratch.staged));
+            for (rule, _) in rules.iter().zip(holds).filter(|(_, holds)| **holds) {
+                outcome.add(rule.response.apply(host, &mut scratch.staged));
+            }
+        };
+        match route {
+            None => run(top),
+            Some(route) => {
+                let mine = (&route.level.response, route_rules, route_holds);
+                let (first, second) = if self.most_specific_wins {
+                    (top, mine)
+                } else {
+                    (mine, top)
+                };
+                run(first);
+                run(second);
+            }
+        }
+        outcome
+    }
+
+    /// Applies one side as if no route matched: the whole plan for a
+    /// configuration without `routes` (the response side of a route table
+    /// needs [`Plan::response`] with the request's route).
     pub fn apply<H: Host + ?Sized>(
         &self,
         side: Side,
         host: &mut H,
         scratch: &mut Scratch,
     ) -> Outcome {
-        self.side(side).apply(host, scratch)
+        match side {
+            Side::Request => self.request(host, scratch).1,
+            Side::Response => self.response(None, host, scratch),
+        }
     }
 
-    fn side(&self, side: Side) -> &SidePlan {
-        match side {
-            Side::Request => &self.request,
-            Side::Response => &self.response,
+    /// The index of the first route the request takes.
+    fn select_route<H: Host + ?Sized>(&self, host: &H, joined: &mut Vec<u8>) -> Option<u16> {
+        if self.routes.is_empty() {
+            return None;
+        }
+        let map = if self.routes_read_headers {
+            host.header_map(Side::Request)
+        } else {
+            Vec::new()
+        };
+        let headers = HeaderPairs::new(&map);
+        let path_read;
+        let path: &[u8] = if self.routes_read_headers {
+            headers.get(":path").unwrap_or_default()
+        } else {
+            path_read = host.header(Side::Request, ":path").unwrap_or_default();
+            &path_read
+        };
+        let route_name = if self.routes_read_route_name {
+            host.route_name()
+        } else {
+            None
+        };
+        let view = RequestView {
+            path,
+            headers,
+            route_name: route_name.as_deref(),
+        };
+        let index = self
+            .routes
+            .iter()
+            .position(|route| route.matcher.matches(&view, joined))?;
+        u16::try_from(index).ok()
+    }
+
+    /// The two levels of a side in the order Envoy evaluates them: the
+    /// later one wins.
+    fn ordered<'p>(
+        &self,
+        route: Option<&'p SidePlan>,
+        top: &'p SidePlan,
+    ) -> impl Iterator<Item = &'p SidePlan> {
+        let (first, second) = match route {
+            None => (None, Some(top)),
+            Some(route) if self.most_specific_wins => (Some(top), Some(route)),
+            Some(route) => (Some(route), Some(top)),
+        };
+        first.into_iter().chain(second)
+    }
+}
+
+impl Level {
+    fn compile(request: &Rules, response: &Rules) -> Level {
+        Level {
+            request: SidePlan::compile(request, Side::Request),
+            response: SidePlan::compile(response, Side::Response),
+        }
+    }
+}
+
+impl RoutePlan {
+    fn affects_response(&self) -> bool {
+        !self.level.response.is_empty() || !self.rules.is_empty()
+    }
+}
+
+impl Conditional {
+    fn compile(rule: &ResponseRule) -> Conditional {
+        Conditional {
+            condition: rule.condition.clone(),
+            response: SidePlan::compile(&rule.response, Side::Response),
         }
     }
 }
 
 impl SidePlan {
-    fn compile(config: &Config, side: Side) -> SidePlan {
-        let rules_in = config.rules(side);
+    fn compile(rules_in: &Rules, side: Side) -> SidePlan {
         // Envoy writes every overwrite before any append, each in
         // configuration order: store them in that order (decisions and
         // renderings only read, so their order does not matter).
@@ -170,7 +415,11 @@ impl SidePlan {
         }
     }
 
-    fn apply<H: Host + ?Sized>(&self, host: &mut H, scratch: &mut Scratch) -> Outcome {
+    fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.rules.is_empty()
+    }
+
+    fn apply<H: Host + ?Sized>(&self, host: &mut H, scratch: &mut Vec<Staged>) -> Outcome {
         let side = self.side;
         let mut outcome = Outcome::default();
         for name in &self.remove {
@@ -200,7 +449,7 @@ impl SidePlan {
         &self,
         side: Side,
         host: &mut H,
-        scratch: &mut Scratch,
+        scratch: &mut Vec<Staged>,
         outcome: &mut Outcome,
     ) {
         scratch.clear();
@@ -305,77 +554,13 @@ impl Rule {
 mod tests {
     use super::*;
     use crate::format::Property;
+    use crate::offline::MemoryStream;
 
-    /// A header map with Envoy's semantics: ordered, multi-valued,
-    /// `setCopy` = remove all + add at the end.
-    #[derive(Default, Debug, Clone)]
-    struct FakeStream {
-        request: Vec<(String, Vec<u8>)>,
-        response: Vec<(String, Vec<u8>)>,
-        remote: Option<&'static str>,
+    fn stream(request: &[(&str, &str)]) -> MemoryStream {
+        MemoryStream::with_request(request)
     }
 
-    impl FakeStream {
-        fn map(&self, side: Side) -> &Vec<(String, Vec<u8>)> {
-            match side {
-                Side::Request => &self.request,
-                Side::Response => &self.response,
-            }
-        }
-        fn map_mut(&mut self, side: Side) -> &mut Vec<(String, Vec<u8>)> {
-            match side {
-                Side::Request => &mut self.request,
-                Side::Response => &mut self.response,
-            }
-        }
-        fn values(&self, side: Side, name: &str) -> Vec<String> {
-            self.map(side)
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                .collect()
-        }
-    }
-
-    impl Reader for FakeStream {
-        fn header(&self, of: Side, name: &str) -> Option<Vec<u8>> {
-            self.map(of)
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        }
-        fn property(&self, property: Property) -> Option<Vec<u8>> {
-            match property {
-                Property::DownstreamRemoteAddress => self.remote.map(|r| r.as_bytes().to_vec()),
-                _ => None,
-            }
-        }
-    }
-
-    impl Host for FakeStream {
-        fn add(&mut self, side: Side, name: &str, value: &[u8]) {
-            self.map_mut(side).push((name.to_string(), value.to_vec()));
-        }
-        fn replace(&mut self, side: Side, name: &str, value: &[u8]) {
-            self.remove(side, name);
-            self.add(side, name, value);
-        }
-        fn remove(&mut self, side: Side, name: &str) {
-            self.map_mut(side).retain(|(n, _)| n != name);
-        }
-    }
-
-    fn stream(request: &[(&str, &str)]) -> FakeStream {
-        FakeStream {
-            request: request
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-            ..FakeStream::default()
-        }
-    }
-
-    fn run(config: &str, side: Side, s: &mut FakeStream) -> Outcome {
+    fn run(config: &str, side: Side, s: &mut MemoryStream) -> Outcome {
         let plan = Plan::from_json(config.as_bytes()).unwrap();
         plan.apply(side, s, &mut Scratch::new())
     }
@@ -504,7 +689,7 @@ mod tests {
     #[test]
     fn response_rules_can_read_the_request() {
         let mut s = stream(&[("x-id", "42")]);
-        s.remote = Some("10.0.0.1:555");
+        s.set_property(Property::DownstreamRemoteAddress, "10.0.0.1:555");
         let config = r#"{"response_headers_to_add":[
             {"header":{"key":"x-echo-id","value":"%REQ(x-id)%"}},
             {"header":{"key":"x-client","value":"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}],

@@ -70,6 +70,8 @@ struct StreamRecord {
     /// Values of `Plan::request_headers_for_response`, once the request
     /// headers are done.
     kept: Vec<Option<Vec<u8>>>,
+    /// The route the request took, when that route acts on the response.
+    route: Option<u16>,
 }
 
 /// A stream record still there after this many ticks (seconds) belongs to a
@@ -90,7 +92,7 @@ unsafe impl Sync for VmCell {}
 static SHARED: VmCell = VmCell(RefCell::new(Shared {
     roots: Vec::new(),
     streams: Vec::new(),
-    scratch: Vec::new(),
+    scratch: Scratch::new(),
     pending: Outcome {
         written: 0,
         removed: 0,
@@ -135,6 +137,7 @@ impl Shared {
                 root: root.id,
                 born: root.ticks,
                 kept: Vec::new(),
+                route: None,
             };
             self.streams.insert(i, record);
             i
@@ -265,14 +268,19 @@ impl HttpContext for Stream {
             let Some(root) = shared.root_of(self.id, self.root) else {
                 return;
             };
-            apply(shared, root, Side::Request, &[]);
-            let names = shared.roots[root].plan.request_headers_for_response();
-            if !names.is_empty() {
+            let route = request(shared, root);
+            let plan = &shared.roots[root].plan;
+            // The response side needs the route only if it acts there.
+            let route = route.filter(|&r| plan.route_affects_response(r));
+            let names = plan.request_headers_for_response();
+            if !names.is_empty() || route.is_some() {
                 let kept = names
                     .iter()
                     .map(|n| read_header(Side::Request, n))
                     .collect();
-                shared.record_mut(self.id, root).kept = kept;
+                let record = shared.record_mut(self.id, root);
+                record.kept = kept;
+                record.route = route;
             }
         });
         Action::Continue
@@ -283,19 +291,22 @@ impl HttpContext for Stream {
             let Some(root) = shared.root_of(self.id, self.root) else {
                 return;
             };
-            let kept = match shared.record(self.id) {
-                Ok(i) => shared.streams.remove(i).kept,
-                Err(_) => Vec::new(),
+            let (kept, route) = match shared.record(self.id) {
+                Ok(i) => {
+                    let record = shared.streams.remove(i);
+                    (record.kept, record.route)
+                }
+                Err(_) => (Vec::new(), None),
             };
-            apply(shared, root, Side::Response, &kept);
+            response(shared, root, route, &kept);
         });
         Action::Continue
     }
 }
 
-/// Applies `side` of the plan of the root at index `root`; `kept` answers
-/// `%REQ(..)%` on the response side.
-fn apply(shared: &mut Shared, root: usize, side: Side, kept: &[Option<Vec<u8>>]) {
+/// Runs the request side of the plan of the root at index `root`; returns
+/// the route the request took.
+fn request(shared: &mut Shared, root: usize) -> Option<u16> {
     let Shared {
         roots,
         scratch,
@@ -303,18 +314,38 @@ fn apply(shared: &mut Shared, root: usize, side: Side, kept: &[Option<Vec<u8>>])
         ..
     } = shared;
     let plan = &roots[root].plan;
-    if !plan.touches(side) {
+    if !plan.touches(Side::Request) {
+        return None;
+    }
+    let mut abi = Abi {
+        phase: Side::Request,
+        plan,
+        kept: &[],
+    };
+    let (route, outcome) = plan.request(&mut abi, scratch);
+    pending.add(outcome);
+    route
+}
+
+/// Runs the response side for a request that took `route`; `kept` answers
+/// `%REQ(..)%` on the response side.
+fn response(shared: &mut Shared, root: usize, route: Option<u16>, kept: &[Option<Vec<u8>>]) {
+    let Shared {
+        roots,
+        scratch,
+        pending,
+        ..
+    } = shared;
+    let plan = &roots[root].plan;
+    if !plan.touches(Side::Response) {
         return;
     }
     let mut abi = Abi {
-        phase: side,
+        phase: Side::Response,
         plan,
         kept,
     };
-    let outcome = plan.apply(side, &mut abi, scratch);
-    pending.written += outcome.written;
-    pending.removed += outcome.removed;
-    pending.refused += outcome.refused;
+    pending.add(plan.response(route, &mut abi, scratch));
 }
 
 /// `proxy_on_context_create` of the built module (see the module docs):
@@ -396,18 +427,21 @@ fn read_header(of: Side, name: &str) -> Option<Vec<u8>> {
     take_buffer(status, data, size)
 }
 
+fn read_property(path: &[u8]) -> Option<Vec<u8>> {
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: as for headers.
+    let status =
+        unsafe { abi::proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+    take_buffer(status, data, size)
+}
+
 impl Reader for Abi<'_> {
     fn header(&self, of: Side, name: &str) -> Option<Vec<u8>> {
         read_header(of, name)
     }
 
     fn property(&self, property: Property) -> Option<Vec<u8>> {
-        let path = property.path();
-        let (mut data, mut size) = (null_mut(), 0);
-        // SAFETY: as for headers.
-        let status =
-            unsafe { abi::proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
-        take_buffer(status, data, size)
+        read_property(property.path())
     }
 
     fn formatter_header(&self, of: Side, name: &str) -> Option<Vec<u8>> {
@@ -463,6 +497,17 @@ impl Host for Abi<'_> {
             abi::proxy_remove_header_map_value(map(side), name.as_ptr(), name.len());
         }
     }
+
+    fn header_map(&self, side: Side) -> Vec<u8> {
+        let (mut data, mut size) = (null_mut(), 0);
+        // SAFETY: as for a header value: one host allocation of `size`.
+        let status = unsafe { abi::proxy_get_header_map_pairs(map(side), &mut data, &mut size) };
+        take_buffer(status, data, size).unwrap_or_default()
+    }
+
+    fn route_name(&self) -> Option<Vec<u8>> {
+        read_property(b"xds\0route_name")
+    }
 }
 
 /// The few ABI imports called directly (same signatures as the SDK's).
@@ -496,6 +541,11 @@ mod abi {
             map_type: MapType,
             key_data: *const u8,
             key_size: usize,
+        ) -> Status;
+        pub fn proxy_get_header_map_pairs(
+            map_type: MapType,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
         ) -> Status;
         pub fn proxy_get_property(
             path_data: *const u8,

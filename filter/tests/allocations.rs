@@ -8,6 +8,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use header_filter::format::{Property, Reader, Side};
+use header_filter::matcher::HeaderPairs;
 use header_filter::plan::{Host, Scratch};
 use header_filter::Plan;
 
@@ -58,6 +59,17 @@ impl Host for Null {
     fn exists(&self, _side: Side, _name: &str) -> bool {
         false
     }
+    fn header_map(&self, _side: Side) -> Vec<u8> {
+        // As the host: one buffer it allocates in the VM.
+        HeaderPairs::encode(&[
+            (":path", "/api/v1?debug=1"),
+            (":method", "GET"),
+            ("x-a", "1"),
+        ])
+    }
+    fn route_name(&self) -> Option<Vec<u8>> {
+        Some(b"reviews-v2".to_vec())
+    }
 }
 
 /// Allocations and host writes of one application of `side`, after a
@@ -103,5 +115,24 @@ fn allocation_budget_per_request() {
         per_request(composite, Side::Request),
         (3, 1),
         "the output buffer, plus the host's buffer of each of the two reads"
+    );
+
+    // Route selection: the host's header map and route name are the only
+    // buffers (one each); matching itself (regex, ignore_case, a query
+    // parameter, a header sent once) allocates nothing. The last route
+    // matches, so every matcher before it runs.
+    let routes = r#"{"routes":[
+        {"match":{"safe_regex":{"regex":"/v[0-9]+/.*"}}},
+        {"match":{"prefix":"/API","case_sensitive":false,
+                  "headers":[{"name":":method","string_match":{"exact":"post","ignore_case":true}}]}},
+        {"match":{"prefix":"/api","query_parameters":[{"name":"debug","string_match":{"exact":"0"}}]}},
+        {"match":{"route_name":{"prefix":"reviews"},
+                  "headers":[{"name":"x-a","string_match":{"contains":"1"}}]},
+         "request_headers_to_add":[{"header":{"key":"x-route","value":"reviews"}}]}],
+        "request_headers_to_add":[{"header":{"key":"x-top","value":"1"}}]}"#;
+    assert_eq!(
+        per_request(routes, Side::Request),
+        (2, 2),
+        "the host's header map and route name; two constant writes"
     );
 }

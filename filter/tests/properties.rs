@@ -24,6 +24,7 @@ use std::cell::Cell;
 use header_filter::config::{is_token, AppendAction, HeaderName};
 use header_filter::format::{Format, Property, Reader, Side};
 use header_filter::json::{self, write_string};
+use header_filter::matcher::HeaderPairs;
 use header_filter::plan::{Host, Outcome, Scratch};
 use header_filter::{Config, Plan};
 use proptest::prelude::*;
@@ -397,6 +398,12 @@ impl Host for Stream {
     }
     fn remove(&mut self, side: Side, name: &str) {
         self.map_mut(side).retain(|(n, _)| n != name);
+    }
+    fn header_map(&self, side: Side) -> Vec<u8> {
+        HeaderPairs::encode(self.map(side))
+    }
+    fn route_name(&self) -> Option<Vec<u8>> {
+        None
     }
 }
 

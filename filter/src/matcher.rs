@@ -1,0 +1,991 @@
+//! Envoy's matchers, as the route table and the response rules use them:
+//! `StringMatcher`, `HeaderMatcher` and `QueryParameterMatcher`, with the
+//! field names of Envoy's JSON and the semantics of Envoy 1.40's source
+//! (`source/common/common/matchers.h`, `source/common/http/header_utility.cc`,
+//! `source/common/router/config_utility.cc`), checked against Envoy's router
+//! by `tests/routes_envoy.rs`.
+//!
+//! Parsing compiles everything (regexes included) at configure time.
+//! Matching allocates nothing: headers are read from one [`HeaderPairs`]
+//! buffer, case-insensitive comparisons compare in place, and a header sent
+//! more than once is joined (as Envoy joins it, with `,`) into a buffer that
+//! is reused from request to request.
+
+use std::fmt;
+
+use regex_lite::Regex;
+
+use crate::config::{
+    expect_bool, expect_object, expect_string, quoted, unknown_field, ConfigError,
+};
+use crate::json::{self, Json};
+
+/// A regular expression, matched against the whole input as Envoy's
+/// `safe_regex` does (RE2 `FullMatch`).
+#[derive(Clone)]
+pub struct Pattern {
+    source: String,
+    regex: Regex,
+}
+
+impl Pattern {
+    /// Compiles `source` anchored at both ends; the error is the reason.
+    pub fn new(source: &str) -> Result<Pattern, String> {
+        let anchored = format!("^(?:{source})$");
+        match Regex::new(&anchored) {
+            Ok(regex) => Ok(Pattern {
+                source: source.to_string(),
+                regex,
+            }),
+            Err(error) => Err(format!(
+                "regex {} is not supported: {}",
+                quoted(source),
+                first_line(&error.to_string())
+            )),
+        }
+    }
+
+    /// Parses Envoy's `RegexMatcher` object: `{"regex": "..."}` (a
+    /// `google_re2` member, deprecated in Envoy, is accepted and ignored).
+    pub(crate) fn parse(path: &str, value: &Json) -> Result<Pattern, ConfigError> {
+        let object = expect_object(path, value)?;
+        let mut regex = None;
+        for (key, value) in object {
+            let field = format!("{path}.{key}");
+            match key.as_str() {
+                "regex" => regex = Some(expect_string(&field, value)?),
+                "google_re2" => {
+                    expect_object(&field, value)?;
+                }
+                _ => return Err(unknown_field(&field, &["regex", "google_re2"])),
+            }
+        }
+        let field = format!("{path}.regex");
+        let regex = regex.ok_or_else(|| ConfigError::new(&field, "required field is missing"))?;
+        Pattern::new(regex).map_err(|reason| ConfigError::new(&field, reason))
+    }
+
+    /// Whether the whole of `input` matches. Input that is not UTF-8 (only
+    /// obs-text in a header value can be) never matches.
+    pub fn is_match(&self, input: &[u8]) -> bool {
+        std::str::from_utf8(input).is_ok_and(|text| self.regex.is_match(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text)
+        .trim()
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({})", quoted(&self.source))
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Pattern {}
+
+/// Envoy's `StringMatcher`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StringMatcher {
+    Exact { value: String, ignore_case: bool },
+    Prefix { value: String, ignore_case: bool },
+    Suffix { value: String, ignore_case: bool },
+    Contains { value: String, ignore_case: bool },
+    Regex(Pattern),
+}
+
+const STRING_MATCHER_FIELDS: &[&str] = &[
+    "exact",
+    "prefix",
+    "suffix",
+    "contains",
+    "safe_regex",
+    "ignore_case",
+];
+
+impl StringMatcher {
+    /// Parses a `StringMatcher` object at `path`.
+    pub fn parse(path: &str, value: &Json) -> Result<StringMatcher, ConfigError> {
+        let object = expect_object(path, value)?;
+        let mut ignore_case = false;
+        let mut kind: Option<(&str, &Json)> = None;
+        for (key, value) in object {
+            let field = format!("{path}.{key}");
+            match key.as_str() {
+                "ignore_case" => ignore_case = expect_bool(&field, value)?,
+                "exact" | "prefix" | "suffix" | "contains" | "safe_regex" => {
+                    if let Some((other, _)) = kind {
+                        return Err(ConfigError::new(
+                            &field,
+                            format!("only one of exact, prefix, suffix, contains, safe_regex may be set ({other} is set too)"),
+                        ));
+                    }
+                    kind = Some((key.as_str(), value));
+                }
+                "custom" => return Err(not_supported(&field)),
+                _ => return Err(unknown_field(&field, STRING_MATCHER_FIELDS)),
+            }
+        }
+        let Some((key, value)) = kind else {
+            return Err(ConfigError::new(
+                path,
+                "one of exact, prefix, suffix, contains, safe_regex is required",
+            ));
+        };
+        let field = format!("{path}.{key}");
+        let text = |value| expect_string(&field, value).map(str::to_string);
+        Ok(match key {
+            "exact" => StringMatcher::Exact {
+                value: text(value)?,
+                ignore_case,
+            },
+            "prefix" => StringMatcher::Prefix {
+                value: non_empty(&field, text(value)?)?,
+                ignore_case,
+            },
+            "suffix" => StringMatcher::Suffix {
+                value: non_empty(&field, text(value)?)?,
+                ignore_case,
+            },
+            "contains" => StringMatcher::Contains {
+                value: non_empty(&field, text(value)?)?,
+                ignore_case,
+            },
+            _ => {
+                if ignore_case {
+                    // Envoy refuses this too.
+                    return Err(ConfigError::new(
+                        &format!("{path}.ignore_case"),
+                        "ignore_case has no effect for safe_regex (write (?i) in the regex)",
+                    ));
+                }
+                StringMatcher::Regex(Pattern::parse(&field, value)?)
+            }
+        })
+    }
+
+    pub fn matches(&self, input: &[u8]) -> bool {
+        match self {
+            StringMatcher::Exact { value, ignore_case } => {
+                equal(input, value.as_bytes(), *ignore_case)
+            }
+            StringMatcher::Prefix { value, ignore_case } => input
+                .get(..value.len())
+                .is_some_and(|head| equal(head, value.as_bytes(), *ignore_case)),
+            StringMatcher::Suffix { value, ignore_case } => input
+                .len()
+                .checked_sub(value.len())
+                .is_some_and(|start| equal(&input[start..], value.as_bytes(), *ignore_case)),
+            StringMatcher::Contains { value, ignore_case } => {
+                contains(input, value.as_bytes(), *ignore_case)
+            }
+            StringMatcher::Regex(pattern) => pattern.is_match(input),
+        }
+    }
+
+    /// The matcher as Envoy's JSON.
+    pub fn write_json(&self, out: &mut String) {
+        let (key, value, ignore_case) = match self {
+            StringMatcher::Exact { value, ignore_case } => ("exact", value, *ignore_case),
+            StringMatcher::Prefix { value, ignore_case } => ("prefix", value, *ignore_case),
+            StringMatcher::Suffix { value, ignore_case } => ("suffix", value, *ignore_case),
+            StringMatcher::Contains { value, ignore_case } => ("contains", value, *ignore_case),
+            StringMatcher::Regex(pattern) => {
+                out.push_str("{\"safe_regex\":{\"regex\":");
+                json::write_string(out, pattern.as_str());
+                out.push_str("}}");
+                return;
+            }
+        };
+        out.push_str("{\"");
+        out.push_str(key);
+        out.push_str("\":");
+        json::write_string(out, value);
+        if ignore_case {
+            out.push_str(",\"ignore_case\":true");
+        }
+        out.push('}');
+    }
+}
+
+fn non_empty(path: &str, text: String) -> Result<String, ConfigError> {
+    if text.is_empty() {
+        // Envoy's validation: prefix, suffix and contains have min_len 1.
+        return Err(ConfigError::new(path, "must not be empty"));
+    }
+    Ok(text)
+}
+
+fn not_supported(path: &str) -> ConfigError {
+    ConfigError::new(path, "not supported by this filter")
+}
+
+fn equal(a: &[u8], b: &[u8], ignore_case: bool) -> bool {
+    if ignore_case {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8], ignore_case: bool) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    haystack
+        .windows(needle.len())
+        .any(|window| equal(window, needle, ignore_case))
+}
+
+/// How a [`HeaderMatcher`] judges a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderMatch {
+    /// `present_match` (also what a matcher with no match field means).
+    Present(bool),
+    String(StringMatcher),
+    /// The deprecated `exact_match`: an empty value matches any value.
+    LegacyExact(String),
+    /// `range_match`: the value as a signed integer in `[start, end)`.
+    Range {
+        start: i64,
+        end: i64,
+    },
+}
+
+/// Envoy's `HeaderMatcher`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatcher {
+    /// Lower-cased, as Envoy stores it; may be a pseudo-header (`:method`).
+    pub name: String,
+    pub kind: HeaderMatch,
+    pub invert: bool,
+    pub treat_missing_as_empty: bool,
+}
+
+const HEADER_MATCHER_FIELDS: &[&str] = &[
+    "name",
+    "string_match",
+    "present_match",
+    "range_match",
+    "invert_match",
+    "treat_missing_header_as_empty",
+    "exact_match",
+    "prefix_match",
+    "suffix_match",
+    "contains_match",
+    "safe_regex_match",
+];
+
+impl HeaderMatcher {
+    pub fn parse(path: &str, value: &Json) -> Result<HeaderMatcher, ConfigError> {
+        let object = expect_object(path, value)?;
+        let mut name = None;
+        let mut kind: Option<(&str, HeaderMatch)> = None;
+        let mut invert = false;
+        let mut treat_missing_as_empty = false;
+        for (key, value) in object {
+            let field = format!("{path}.{key}");
+            let parsed = match key.as_str() {
+                "name" => {
+                    name = Some(header_matcher_name(&field, expect_string(&field, value)?)?);
+                    continue;
+                }
+                "invert_match" => {
+                    invert = expect_bool(&field, value)?;
+                    continue;
+                }
+                "treat_missing_header_as_empty" => {
+                    treat_missing_as_empty = expect_bool(&field, value)?;
+                    continue;
+                }
+                "string_match" => HeaderMatch::String(StringMatcher::parse(&field, value)?),
+                "present_match" => HeaderMatch::Present(expect_bool(&field, value)?),
+                "range_match" => parse_range(&field, value)?,
+                "exact_match" => HeaderMatch::LegacyExact(expect_string(&field, value)?.into()),
+                "prefix_match" | "suffix_match" | "contains_match" => {
+                    let text = non_empty(&field, expect_string(&field, value)?.to_string())?;
+                    HeaderMatch::String(match key.as_str() {
+                        "prefix_match" => StringMatcher::Prefix {
+                            value: text,
+                            ignore_case: false,
+                        },
+                        "suffix_match" => StringMatcher::Suffix {
+                            value: text,
+                            ignore_case: false,
+                        },
+                        _ => StringMatcher::Contains {
+                            value: text,
+                            ignore_case: false,
+                        },
+                    })
+                }
+                "safe_regex_match" => {
+                    HeaderMatch::String(StringMatcher::Regex(Pattern::parse(&field, value)?))
+                }
+                _ => return Err(unknown_field(&field, HEADER_MATCHER_FIELDS)),
+            };
+            if let Some((other, _)) = kind {
+                return Err(ConfigError::new(
+                    &field,
+                    format!("only one way of matching may be set ({other} is set too)"),
+                ));
+            }
+            kind = Some((key.as_str(), parsed));
+        }
+        let name = name.ok_or_else(|| {
+            ConfigError::new(&format!("{path}.name"), "required field is missing")
+        })?;
+        Ok(HeaderMatcher {
+            name,
+            // No match field: Envoy treats the matcher as `present_match: true`.
+            kind: kind.map_or(HeaderMatch::Present(true), |(_, kind)| kind),
+            invert,
+            treat_missing_as_empty,
+        })
+    }
+
+    /// Judges the header's value: `None` when absent, else every value of
+    /// the header joined with `,` (as Envoy's `getAllOfHeaderAsString`).
+    pub fn matches(&self, value: Option<&[u8]>) -> bool {
+        let value = match value {
+            Some(value) => value,
+            None if self.treat_missing_as_empty => b"",
+            None => {
+                // Envoy: a missing header matches only a presence test
+                // that expects it missing, whatever `invert_match` says
+                // of other tests.
+                return match self.kind {
+                    HeaderMatch::Present(present) => present == self.invert,
+                    _ => false,
+                };
+            }
+        };
+        let matched = match &self.kind {
+            HeaderMatch::Present(present) => *present,
+            HeaderMatch::String(matcher) => matcher.matches(value),
+            HeaderMatch::LegacyExact(expected) => {
+                expected.is_empty() || value == expected.as_bytes()
+            }
+            HeaderMatch::Range { start, end } => std::str::from_utf8(value)
+                .ok()
+                .and_then(|text| parse_i64(text))
+                .is_some_and(|n| *start <= n && n < *end),
+        };
+        matched != self.invert
+    }
+
+    /// Reads the header from `headers` (joining repeated entries into
+    /// `joined`) and judges it.
+    pub fn matches_in(&self, headers: &HeaderPairs<'_>, joined: &mut Vec<u8>) -> bool {
+        self.matches(headers.joined(&self.name, joined))
+    }
+
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"name\":");
+        json::write_string(out, &self.name);
+        match &self.kind {
+            HeaderMatch::Present(present) => {
+                out.push_str(&format!(",\"present_match\":{present}"));
+            }
+            HeaderMatch::String(matcher) => {
+                out.push_str(",\"string_match\":");
+                matcher.write_json(out);
+            }
+            HeaderMatch::LegacyExact(value) => {
+                out.push_str(",\"exact_match\":");
+                json::write_string(out, value);
+            }
+            HeaderMatch::Range { start, end } => {
+                out.push_str(&format!(
+                    ",\"range_match\":{{\"start\":\"{start}\",\"end\":\"{end}\"}}"
+                ));
+            }
+        }
+        if self.invert {
+            out.push_str(",\"invert_match\":true");
+        }
+        if self.treat_missing_as_empty {
+            out.push_str(",\"treat_missing_header_as_empty\":true");
+        }
+        out.push('}');
+    }
+}
+
+/// A header name in a matcher: a token or a pseudo-header, lower-cased.
+fn header_matcher_name(path: &str, name: &str) -> Result<String, ConfigError> {
+    let token = name.strip_prefix(':').unwrap_or(name);
+    if !crate::config::is_token(token) {
+        return Err(ConfigError::new(
+            path,
+            format!(
+                "{} is not a valid header name (RFC 9110 token, or a :pseudo-header)",
+                quoted(name)
+            ),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+fn parse_range(path: &str, value: &Json) -> Result<HeaderMatch, ConfigError> {
+    let object = expect_object(path, value)?;
+    let (mut start, mut end) = (None, None);
+    for (key, value) in object {
+        let field = format!("{path}.{key}");
+        let slot = match key.as_str() {
+            "start" => &mut start,
+            "end" => &mut end,
+            _ => return Err(unknown_field(&field, &["start", "end"])),
+        };
+        *slot = Some(parse_int_field(&field, value)?);
+    }
+    Ok(HeaderMatch::Range {
+        start: start.unwrap_or(0),
+        end: end.unwrap_or(0),
+    })
+}
+
+/// An int64 as protobuf's JSON writes it: a number or a decimal string.
+pub(crate) fn parse_int_field(path: &str, value: &Json) -> Result<i64, ConfigError> {
+    let text = match value {
+        Json::Number(text) | Json::String(text) => text,
+        other => {
+            return Err(ConfigError::new(
+                path,
+                format!("expected an integer, got {}", other.kind()),
+            ))
+        }
+    };
+    parse_i64(text)
+        .ok_or_else(|| ConfigError::new(path, format!("{} is not a 64-bit integer", quoted(text))))
+}
+
+/// `absl::SimpleAtoi`: optional sign, decimal digits, surrounding
+/// whitespace allowed.
+fn parse_i64(text: &str) -> Option<i64> {
+    text.trim_matches(|c: char| c.is_ascii_whitespace())
+        .parse()
+        .ok()
+}
+
+/// Envoy's `QueryParameterMatcher`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryParameterMatcher {
+    pub name: String,
+    pub kind: QueryMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryMatch {
+    /// Neither field set: the parameter must be there.
+    Present,
+    /// `present_match`: whether the parameter is there must equal this.
+    PresentMatch(bool),
+    String(StringMatcher),
+}
+
+impl QueryParameterMatcher {
+    pub fn parse(path: &str, value: &Json) -> Result<QueryParameterMatcher, ConfigError> {
+        let object = expect_object(path, value)?;
+        let mut name = None;
+        let mut kind = QueryMatch::Present;
+        let mut set: Option<&str> = None;
+        for (key, value) in object {
+            let field = format!("{path}.{key}");
+            let parsed = match key.as_str() {
+                "name" => {
+                    let text = expect_string(&field, value)?;
+                    if text.is_empty() || text.len() > 1024 {
+                        return Err(ConfigError::new(&field, "must be 1 to 1024 bytes long"));
+                    }
+                    name = Some(text.to_string());
+                    continue;
+                }
+                "string_match" => QueryMatch::String(StringMatcher::parse(&field, value)?),
+                "present_match" => QueryMatch::PresentMatch(expect_bool(&field, value)?),
+                _ => {
+                    return Err(unknown_field(
+                        &field,
+                        &["name", "string_match", "present_match"],
+                    ))
+                }
+            };
+            if let Some(other) = set {
+                return Err(ConfigError::new(
+                    &field,
+                    format!(
+                        "only one of string_match, present_match may be set ({other} is set too)"
+                    ),
+                ));
+            }
+            set = Some(key.as_str());
+            kind = parsed;
+        }
+        let name = name.ok_or_else(|| {
+            ConfigError::new(&format!("{path}.name"), "required field is missing")
+        })?;
+        Ok(QueryParameterMatcher { name, kind })
+    }
+
+    /// Judges the first value of the parameter in `path`'s query string,
+    /// which Envoy's router reads without percent-decoding.
+    pub fn matches(&self, path: &[u8]) -> bool {
+        let value = first_query_value(path, self.name.as_bytes());
+        match &self.kind {
+            QueryMatch::PresentMatch(present) => value.is_some() == *present,
+            QueryMatch::Present => value.is_some(),
+            QueryMatch::String(matcher) => value.is_some_and(|v| matcher.matches(v)),
+        }
+    }
+
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"name\":");
+        json::write_string(out, &self.name);
+        match &self.kind {
+            QueryMatch::Present => {}
+            QueryMatch::PresentMatch(present) => {
+                out.push_str(&format!(",\"present_match\":{present}"))
+            }
+            QueryMatch::String(matcher) => {
+                out.push_str(",\"string_match\":");
+                matcher.write_json(out);
+            }
+        }
+        out.push('}');
+    }
+}
+
+/// Envoy's `QueryParamsMulti::parseQueryString` + `getFirstValue`: the
+/// query starts after the first `?`, parameters split on `&`, a name ends
+/// at the first `=` (a bare name has the value ""), nothing is decoded.
+fn first_query_value<'a>(path: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let start = path.iter().position(|&b| b == b'?')? + 1;
+    path[start..].split(|&b| b == b'&').find_map(|param| {
+        let (key, value) = match param.iter().position(|&b| b == b'=') {
+            Some(eq) => (&param[..eq], &param[eq + 1..]),
+            None => (param, &param[param.len()..]),
+        };
+        (key == name).then_some(value)
+    })
+}
+
+/// A header map as proxy-wasm serializes it (`proxy_get_header_map_pairs`):
+/// a little-endian u32 count, then a (name length, value length) u32 pair
+/// per entry, then each name and value followed by a NUL. Read in place.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderPairs<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> HeaderPairs<'a> {
+    /// Wraps a serialized map. A malformed buffer reads as holding the
+    /// entries that fit, never panicking.
+    pub fn new(bytes: &'a [u8]) -> HeaderPairs<'a> {
+        HeaderPairs { bytes }
+    }
+
+    /// Serializes entries (tests, and hosts that are not Envoy).
+    pub fn encode<N: AsRef<[u8]>, V: AsRef<[u8]>>(entries: &[(N, V)]) -> Vec<u8> {
+        let data: usize = entries
+            .iter()
+            .map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 2)
+            .sum();
+        let mut out = Vec::with_capacity(4 + entries.len() * 8 + data);
+        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for (name, value) in entries {
+            out.extend_from_slice(&(name.as_ref().len() as u32).to_le_bytes());
+            out.extend_from_slice(&(value.as_ref().len() as u32).to_le_bytes());
+        }
+        for (name, value) in entries {
+            out.extend_from_slice(name.as_ref());
+            out.push(0);
+            out.extend_from_slice(value.as_ref());
+            out.push(0);
+        }
+        out
+    }
+
+    /// The entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        let bytes = self.bytes;
+        let count = read_u32(bytes, 0).unwrap_or(0) as usize;
+        let mut data = 4usize.saturating_add(count.saturating_mul(8));
+        (0..count).map_while(move |i| {
+            let name_len = read_u32(bytes, 4 + i * 8)? as usize;
+            let value_len = read_u32(bytes, 8 + i * 8)? as usize;
+            let name = bytes.get(data..data.checked_add(name_len)?)?;
+            let value_start = data + name_len + 1;
+            let value = bytes.get(value_start..value_start.checked_add(value_len)?)?;
+            data = value_start + value_len + 1;
+            Some((name, value))
+        })
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.iter()
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// Every value of `name` joined with `,`, as Envoy's matchers see a
+    /// header sent more than once: a slice of the map when it was sent
+    /// once, else a copy in `joined` (reused, so no allocation once warm).
+    pub fn joined<'j>(&self, name: &str, joined: &'j mut Vec<u8>) -> Option<&'j [u8]>
+    where
+        'a: 'j,
+    {
+        let mut values = self
+            .iter()
+            .filter(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v);
+        let first = values.next()?;
+        let Some(second) = values.next() else {
+            return Some(first);
+        };
+        joined.clear();
+        joined.extend_from_slice(first);
+        for value in std::iter::once(second).chain(values) {
+            joined.push(b',');
+            joined.extend_from_slice(value);
+        }
+        Some(joined.as_slice())
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let chunk = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> Json {
+        json::parse(text.as_bytes()).unwrap()
+    }
+
+    fn string_matcher(text: &str) -> StringMatcher {
+        StringMatcher::parse("m", &json(text)).unwrap()
+    }
+
+    fn header_matcher(text: &str) -> HeaderMatcher {
+        HeaderMatcher::parse("h", &json(text)).unwrap()
+    }
+
+    fn error_of<T: fmt::Debug>(result: Result<T, ConfigError>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn string_matchers_with_and_without_case() {
+        let cases: &[(&str, &str, bool)] = &[
+            (r#"{"exact":"GET"}"#, "GET", true),
+            (r#"{"exact":"GET"}"#, "get", false),
+            (r#"{"exact":"GET","ignore_case":true}"#, "get", true),
+            (r#"{"exact":""}"#, "", true),
+            (r#"{"exact":""}"#, "x", false),
+            (r#"{"prefix":"/api"}"#, "/api/v1", true),
+            (r#"{"prefix":"/api"}"#, "/API/v1", false),
+            (r#"{"prefix":"/api","ignore_case":true}"#, "/API/v1", true),
+            (r#"{"prefix":"/api"}"#, "/ap", false),
+            (r#"{"suffix":".html"}"#, "/a.html", true),
+            (r#"{"suffix":".HTML","ignore_case":true}"#, "/a.html", true),
+            (r#"{"suffix":".html"}"#, "html", false),
+            (r#"{"contains":"bot"}"#, "Googlebot/2.1", true),
+            (
+                r#"{"contains":"BOT","ignore_case":true}"#,
+                "Googlebot/2.1",
+                true,
+            ),
+            (r#"{"contains":"BOT"}"#, "Googlebot/2.1", false),
+            (r#"{"safe_regex":{"regex":"v[0-9]+"}}"#, "v12", true),
+            (r#"{"safe_regex":{"regex":"v[0-9]+"}}"#, "xv12", false),
+            (r#"{"safe_regex":{"regex":"a|b"}}"#, "ab", false),
+            (r#"{"safe_regex":{"regex":"(?i)abc"}}"#, "ABC", true),
+        ];
+        for (config, input, expected) in cases {
+            assert_eq!(
+                string_matcher(config).matches(input.as_bytes()),
+                *expected,
+                "{config} on {input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn regex_never_matches_bytes_that_are_not_utf8() {
+        assert!(!string_matcher(r#"{"safe_regex":{"regex":".*"}}"#).matches(b"\xff"));
+    }
+
+    #[test]
+    fn string_matcher_refusals_name_the_path_and_reason() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{}"#, "m: one of exact, prefix, suffix, contains, safe_regex is required"),
+            (
+                r#"{"exact":"a","prefix":"b"}"#,
+                "m.prefix: only one of exact, prefix, suffix, contains, safe_regex may be set (exact is set too)",
+            ),
+            (
+                r#"{"safe_regex":{"regex":"a"},"ignore_case":true}"#,
+                "m.ignore_case: ignore_case has no effect for safe_regex (write (?i) in the regex)",
+            ),
+            (r#"{"safe_regex":{"regex":"(a"}}"#, r#"m.safe_regex.regex: regex "(a" is not supported:"#),
+            (r#"{"safe_regex":{"regex":"\\p{Greek}"}}"#, r#"m.safe_regex.regex: regex "\\p{Greek}" is not supported:"#),
+            (r#"{"safe_regex":{}}"#, "m.safe_regex.regex: required field is missing"),
+            (r#"{"safe_regex":{"regex":"a","max":1}}"#, "m.safe_regex.max: unknown field (accepted: regex, google_re2)"),
+            (r#"{"prefix":""}"#, "m.prefix: must not be empty"),
+            (r#"{"exact":1}"#, "m.exact: expected a string, got a number"),
+            (r#"{"custom":{}}"#, "m.custom: not supported by this filter"),
+            (r#"{"regex":"a"}"#, "m.regex: unknown field (accepted: exact, prefix, suffix, contains, safe_regex, ignore_case)"),
+        ];
+        for (config, expected) in cases {
+            let got = error_of(StringMatcher::parse("m", &json(config)));
+            assert!(
+                got.starts_with(expected),
+                "{config}\n got: {got}\nwant: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_matcher_follows_envoys_table_for_missing_and_inverted() {
+        // (matcher, value, expected)
+        let cases: &[(&str, Option<&str>, bool)] = &[
+            (r#"{"name":"x"}"#, Some("v"), true),
+            (r#"{"name":"x"}"#, None, false),
+            (r#"{"name":"x","present_match":true}"#, None, false),
+            (r#"{"name":"x","present_match":false}"#, None, true),
+            (r#"{"name":"x","present_match":false}"#, Some("v"), false),
+            (
+                r#"{"name":"x","present_match":true,"invert_match":true}"#,
+                None,
+                true,
+            ),
+            (
+                r#"{"name":"x","present_match":true,"invert_match":true}"#,
+                Some("v"),
+                false,
+            ),
+            // A missing header never matches a value test, inverted or not.
+            (
+                r#"{"name":"x","string_match":{"exact":"v"},"invert_match":true}"#,
+                None,
+                false,
+            ),
+            (
+                r#"{"name":"x","string_match":{"exact":"v"},"invert_match":true}"#,
+                Some("w"),
+                true,
+            ),
+            (
+                r#"{"name":"x","string_match":{"exact":"v"},"invert_match":true}"#,
+                Some("v"),
+                false,
+            ),
+            (
+                r#"{"name":"x","string_match":{"exact":""},"treat_missing_header_as_empty":true}"#,
+                None,
+                true,
+            ),
+            (
+                r#"{"name":"x","string_match":{"exact":"v"},"treat_missing_header_as_empty":true,"invert_match":true}"#,
+                None,
+                true,
+            ),
+            (r#"{"name":"x","exact_match":""}"#, Some("anything"), true),
+            (r#"{"name":"x","exact_match":"a"}"#, Some("b"), false),
+            (
+                r#"{"name":"x","range_match":{"start":"10","end":20}}"#,
+                Some("15"),
+                true,
+            ),
+            (
+                r#"{"name":"x","range_match":{"start":10,"end":20}}"#,
+                Some("20"),
+                false,
+            ),
+            (
+                r#"{"name":"x","range_match":{"start":-5,"end":0}}"#,
+                Some("-5"),
+                true,
+            ),
+            (
+                r#"{"name":"x","range_match":{"start":0,"end":9}}"#,
+                Some("1.5"),
+                false,
+            ),
+            (r#"{"name":"x","prefix_match":"a"}"#, Some("abc"), true),
+            (
+                r#"{"name":"x","safe_regex_match":{"regex":"a.c"}}"#,
+                Some("abc"),
+                true,
+            ),
+        ];
+        for (config, value, expected) in cases {
+            assert_eq!(
+                header_matcher(config).matches(value.map(str::as_bytes)),
+                *expected,
+                "{config} on {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_matcher_names_are_lower_cased_and_may_be_pseudo_headers() {
+        assert_eq!(header_matcher(r#"{"name":"X-A"}"#).name, "x-a");
+        assert_eq!(header_matcher(r#"{"name":":Method"}"#).name, ":method");
+        let error = error_of(HeaderMatcher::parse("h", &json(r#"{"name":"a b"}"#)));
+        assert_eq!(
+            error,
+            r#"h.name: "a b" is not a valid header name (RFC 9110 token, or a :pseudo-header)"#
+        );
+        let error = error_of(HeaderMatcher::parse(
+            "h",
+            &json(r#"{"name":"x","present_match":true,"string_match":{"exact":"a"}}"#),
+        ));
+        assert_eq!(
+            error,
+            "h.string_match: only one way of matching may be set (present_match is set too)"
+        );
+        assert_eq!(
+            error_of(HeaderMatcher::parse(
+                "h",
+                &json(r#"{"present_match":true}"#)
+            )),
+            "h.name: required field is missing"
+        );
+        assert!(error_of(HeaderMatcher::parse(
+            "h",
+            &json(r#"{"name":"x","value":"a"}"#)
+        ))
+        .starts_with("h.value: unknown field (accepted: name, string_match"));
+        assert_eq!(
+            error_of(HeaderMatcher::parse(
+                "h",
+                &json(r#"{"name":"x","range_match":{"start":"ten"}}"#)
+            )),
+            r#"h.range_match.start: "ten" is not a 64-bit integer"#
+        );
+    }
+
+    #[test]
+    fn repeated_headers_are_joined_with_commas() {
+        let bytes = HeaderPairs::encode(&[("x-a", "1"), ("x-b", "2"), ("x-a", "3")]);
+        let pairs = HeaderPairs::new(&bytes);
+        let mut joined = Vec::new();
+        assert_eq!(pairs.joined("x-a", &mut joined), Some(&b"1,3"[..]));
+        assert_eq!(pairs.joined("x-b", &mut Vec::new()), Some(&b"2"[..]));
+        assert_eq!(pairs.joined("x-c", &mut Vec::new()), None);
+        let m = header_matcher(r#"{"name":"x-a","string_match":{"exact":"1,3"}}"#);
+        assert!(m.matches_in(&pairs, &mut joined));
+    }
+
+    #[test]
+    fn header_pairs_survive_malformed_buffers() {
+        let good = HeaderPairs::encode(&[("a", "b"), ("c", "d")]);
+        for cut in 0..good.len() {
+            let pairs = HeaderPairs::new(&good[..cut]);
+            assert!(pairs.iter().count() <= 2);
+        }
+        let mut huge = good.clone();
+        huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(HeaderPairs::new(&huge).iter().count(), 0);
+    }
+
+    #[test]
+    fn query_parameters_as_envoys_router_reads_them() {
+        let q = |config: &str| QueryParameterMatcher::parse("q", &json(config)).unwrap();
+        let cases: &[(&str, &str, bool)] = &[
+            (r#"{"name":"debug"}"#, "/a?debug", true),
+            (r#"{"name":"debug"}"#, "/a?x=1", false),
+            (
+                r#"{"name":"debug","present_match":true}"#,
+                "/a?debug=0",
+                true,
+            ),
+            (r#"{"name":"debug","present_match":false}"#, "/a", true),
+            (
+                r#"{"name":"debug","present_match":false}"#,
+                "/a?debug",
+                false,
+            ),
+            (
+                r#"{"name":"v","string_match":{"exact":"1"}}"#,
+                "/a?v=1&v=2",
+                true,
+            ),
+            (
+                r#"{"name":"v","string_match":{"exact":"2"}}"#,
+                "/a?v=1&v=2",
+                false,
+            ),
+            (r#"{"name":"v","string_match":{"exact":""}}"#, "/a?v", true),
+            (
+                r#"{"name":"v","string_match":{"exact":"a b"}}"#,
+                "/a?v=a%20b",
+                false,
+            ),
+            (
+                r#"{"name":"v","string_match":{"exact":"a%20b"}}"#,
+                "/a?v=a%20b",
+                true,
+            ),
+            (
+                r#"{"name":"V","string_match":{"exact":"1"}}"#,
+                "/a?v=1",
+                false,
+            ),
+            (
+                r#"{"name":"v","string_match":{"exact":"x=y"}}"#,
+                "/a?v=x=y",
+                true,
+            ),
+            (
+                r#"{"name":"v","string_match":{"exact":"1"}}"#,
+                "/a?w=0&&v=1",
+                true,
+            ),
+        ];
+        for (config, path, expected) in cases {
+            assert_eq!(
+                q(config).matches(path.as_bytes()),
+                *expected,
+                "{config} on {path}"
+            );
+        }
+        assert_eq!(
+            error_of(QueryParameterMatcher::parse("q", &json(r#"{"name":""}"#))),
+            "q.name: must be 1 to 1024 bytes long"
+        );
+    }
+
+    #[test]
+    fn json_round_trips() {
+        for config in [
+            r#"{"name":"x","string_match":{"safe_regex":{"regex":"a.*"}},"invert_match":true}"#,
+            r#"{"name":":method","string_match":{"exact":"GET","ignore_case":true}}"#,
+            r#"{"name":"x","present_match":false,"treat_missing_header_as_empty":true}"#,
+            r#"{"name":"x","range_match":{"start":"-1","end":"9"}}"#,
+            r#"{"name":"x","exact_match":""}"#,
+        ] {
+            let matcher = header_matcher(config);
+            let mut out = String::new();
+            matcher.write_json(&mut out);
+            assert_eq!(header_matcher(&out), matcher, "{out}");
+        }
+    }
+}

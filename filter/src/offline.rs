@@ -1,0 +1,139 @@
+//! The filter run without Envoy: a stream held in memory with the header
+//! map semantics of Envoy's proxy-wasm host, so that a configuration can be
+//! tried offline (`extpack render`) and the core tested, through the same
+//! [`Plan`] the module runs.
+//!
+//! What the module sees in Envoy and this stream gives alike: `addCopy`
+//! appends, `setCopy` removes every entry then appends, a read returns the
+//! first value, the header map is serialized in order. Request headers read
+//! by response rules are the request's as the request rules left them
+//! (what the module keeps, since Envoy closes the request map).
+
+use crate::format::{Property, Reader, Side};
+use crate::matcher::HeaderPairs;
+use crate::plan::{Host, Outcome, Plan, Scratch};
+
+/// A request and a response, in memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryStream {
+    pub request: Vec<(String, Vec<u8>)>,
+    pub response: Vec<(String, Vec<u8>)>,
+    /// Stream properties (`source.address`...) a formatter may read.
+    pub properties: Vec<(Property, Vec<u8>)>,
+    /// `xds.route_name`: the Envoy route the request took, if any.
+    pub route_name: Option<Vec<u8>>,
+}
+
+/// What [`MemoryStream::run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// Index in `routes` of the route the request took.
+    pub route: Option<u16>,
+    pub request: Outcome,
+    /// `None` when there was no response to run.
+    pub response: Option<Outcome>,
+}
+
+impl MemoryStream {
+    /// A stream whose request has these headers (names lower-cased).
+    pub fn with_request(headers: &[(&str, &str)]) -> MemoryStream {
+        MemoryStream {
+            request: entries(headers),
+            ..MemoryStream::default()
+        }
+    }
+
+    /// Sets the response's headers (names lower-cased).
+    pub fn respond(&mut self, headers: &[(&str, &str)]) -> &mut MemoryStream {
+        self.response = entries(headers);
+        self
+    }
+
+    pub fn set_property(&mut self, property: Property, value: &str) -> &mut MemoryStream {
+        self.properties.retain(|(p, _)| *p != property);
+        self.properties.push((property, value.as_bytes().to_vec()));
+        self
+    }
+
+    /// Every value of `name` on `side`, in order.
+    pub fn values(&self, side: Side, name: &str) -> Vec<String> {
+        self.map(side)
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    /// Runs `plan` over the request and, when `with_response`, the
+    /// response, as the module runs in Envoy.
+    pub fn run(&mut self, plan: &Plan, with_response: bool) -> Run {
+        let mut scratch = Scratch::new();
+        let (route, request) = plan.request(self, &mut scratch);
+        let response = with_response.then(|| plan.response(route, self, &mut scratch));
+        Run {
+            route,
+            request,
+            response,
+        }
+    }
+
+    fn map(&self, side: Side) -> &Vec<(String, Vec<u8>)> {
+        match side {
+            Side::Request => &self.request,
+            Side::Response => &self.response,
+        }
+    }
+
+    fn map_mut(&mut self, side: Side) -> &mut Vec<(String, Vec<u8>)> {
+        match side {
+            Side::Request => &mut self.request,
+            Side::Response => &mut self.response,
+        }
+    }
+}
+
+fn entries(headers: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+impl Reader for MemoryStream {
+    fn header(&self, of: Side, name: &str) -> Option<Vec<u8>> {
+        self.map(of)
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn property(&self, property: Property) -> Option<Vec<u8>> {
+        self.properties
+            .iter()
+            .find(|(p, _)| *p == property)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+impl Host for MemoryStream {
+    fn add(&mut self, side: Side, name: &str, value: &[u8]) {
+        self.map_mut(side).push((name.to_string(), value.to_vec()));
+    }
+
+    fn replace(&mut self, side: Side, name: &str, value: &[u8]) {
+        self.remove(side, name);
+        self.add(side, name, value);
+    }
+
+    fn remove(&mut self, side: Side, name: &str) {
+        self.map_mut(side).retain(|(n, _)| n != name);
+    }
+
+    fn header_map(&self, side: Side) -> Vec<u8> {
+        HeaderPairs::encode(self.map(side))
+    }
+
+    fn route_name(&self) -> Option<Vec<u8>> {
+        self.route_name.clone()
+    }
+}

@@ -1,0 +1,508 @@
+//! The route table the filter carries, in Envoy's own JSON: `routes` (first
+//! match wins, like a virtual host's), each with Envoy's `RouteMatch` and
+//! its own header fields, and `response_rules`, levels that apply when the
+//! response's status and headers satisfy their conditions.
+//!
+//! This module knows what a route *is* and whether a request takes it; the
+//! order in which levels write headers is [`crate::plan`]'s business.
+//! Path semantics follow Envoy 1.40's router (`source/common/router/
+//! config_impl.cc`): `prefix` compares the raw `:path` up to its query or
+//! fragment, `path` the whole of it, `path_separated_prefix` wants the
+//! prefix followed by `/` or the end, `safe_regex` matches it entirely;
+//! `case_sensitive: false` affects the first three only.
+
+use crate::config::{
+    expect_array, expect_bool, expect_object, expect_string, parse_level_field, quoted,
+    unknown_field, ConfigError, Rules, LEVEL_FIELDS,
+};
+use crate::json::{self, Json};
+use crate::matcher::{HeaderMatcher, HeaderPairs, Pattern, QueryParameterMatcher, StringMatcher};
+
+/// Envoy's `RouteMatch`, plus `route_name`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    /// Envoy's default is true.
+    pub case_sensitive: bool,
+    pub headers: Vec<HeaderMatcher>,
+    pub query_parameters: Vec<QueryParameterMatcher>,
+    /// Beyond Envoy: the name of the Envoy route the request took
+    /// (`xds.route_name`).
+    pub route_name: Option<StringMatcher>,
+}
+
+/// The path specifier of a [`RouteMatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PathMatch {
+    /// No path field: every path (our extension; Envoy requires one).
+    #[default]
+    Any,
+    Prefix(String),
+    Path(String),
+    PathSeparatedPrefix(String),
+    Regex(Pattern),
+}
+
+/// Fields of Envoy's `RouteMatch` this filter does not evaluate: refused by
+/// name rather than as unknown.
+const UNSUPPORTED_MATCH_FIELDS: &[&str] = &[
+    "grpc",
+    "tls_context",
+    "runtime_fraction",
+    "dynamic_metadata",
+    "filter_state",
+    "cel_expression",
+    "connect_matcher",
+    "path_match_policy",
+    "cookies",
+];
+
+const MATCH_FIELDS: &[&str] = &[
+    "prefix",
+    "path",
+    "path_separated_prefix",
+    "safe_regex",
+    "case_sensitive",
+    "headers",
+    "query_parameters",
+    "route_name",
+];
+
+const ROUTE_FIELDS: &[&str] = &[
+    "name",
+    "match",
+    "request_headers_to_add",
+    "response_headers_to_add",
+    "request_headers_to_remove",
+    "response_headers_to_remove",
+    "response_rules",
+];
+
+const RESPONSE_RULE_FIELDS: &[&str] = &[
+    "status",
+    "headers",
+    "response_headers_to_add",
+    "response_headers_to_remove",
+];
+
+/// What route selection reads of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// `:path` as the client sent it (query string included).
+    pub path: &'a [u8],
+    /// The request's headers; may be empty when no route has header
+    /// matchers ([`crate::plan::Plan`] knows).
+    pub headers: HeaderPairs<'a>,
+    /// `xds.route_name`, when some route asks for it.
+    pub route_name: Option<&'a [u8]>,
+}
+
+impl RouteMatch {
+    fn parse(path: &str, value: &Json) -> Result<RouteMatch, ConfigError> {
+        let object = expect_object(path, value)?;
+        let mut matcher = RouteMatch {
+            case_sensitive: true,
+            ..RouteMatch::default()
+        };
+        let mut specifier: Option<&str> = None;
+        for (key, value) in object {
+            let field = format!("{path}.{key}");
+            let spec = match key.as_str() {
+                "prefix" => PathMatch::Prefix(expect_string(&field, value)?.to_string()),
+                "path" => PathMatch::Path(expect_string(&field, value)?.to_string()),
+                "path_separated_prefix" => {
+                    let text = expect_string(&field, value)?;
+                    check_separated_prefix(&field, text)?;
+                    PathMatch::PathSeparatedPrefix(text.to_string())
+                }
+                "safe_regex" => PathMatch::Regex(Pattern::parse(&field, value)?),
+                "case_sensitive" => {
+                    matcher.case_sensitive = expect_bool(&field, value)?;
+                    continue;
+                }
+                "headers" => {
+                    matcher.headers = each(&field, value, HeaderMatcher::parse)?;
+                    continue;
+                }
+                "query_parameters" => {
+                    matcher.query_parameters = each(&field, value, QueryParameterMatcher::parse)?;
+                    continue;
+                }
+                "route_name" => {
+                    matcher.route_name = Some(StringMatcher::parse(&field, value)?);
+                    continue;
+                }
+                other if UNSUPPORTED_MATCH_FIELDS.contains(&other) => {
+                    return Err(ConfigError::new(&field, "not supported by this filter"));
+                }
+                _ => return Err(unknown_field(&field, MATCH_FIELDS)),
+            };
+            if let Some(other) = specifier {
+                return Err(ConfigError::new(
+                    &field,
+                    format!(
+                        "only one of prefix, path, path_separated_prefix, safe_regex may be set ({other} is set too)"
+                    ),
+                ));
+            }
+            specifier = Some(key.as_str());
+            matcher.path = spec;
+        }
+        Ok(matcher)
+    }
+
+    /// Whether the request takes this route. `joined` is reusable space for
+    /// headers sent more than once.
+    pub fn matches(&self, request: &RequestView<'_>, joined: &mut Vec<u8>) -> bool {
+        self.path_matches(request.path)
+            && self
+                .headers
+                .iter()
+                .all(|h| h.matches_in(&request.headers, joined))
+            && self
+                .query_parameters
+                .iter()
+                .all(|q| q.matches(request.path))
+            && self
+                .route_name
+                .as_ref()
+                .is_none_or(|matcher| request.route_name.is_some_and(|name| matcher.matches(name)))
+    }
+
+    fn path_matches(&self, path: &[u8]) -> bool {
+        let path = without_query_and_fragment(path);
+        let ignore_case = !self.case_sensitive;
+        let equal = |a: &[u8], b: &[u8]| {
+            if ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        match &self.path {
+            PathMatch::Any => true,
+            PathMatch::Prefix(prefix) => path
+                .get(..prefix.len())
+                .is_some_and(|head| equal(head, prefix.as_bytes())),
+            PathMatch::Path(exact) => equal(path, exact.as_bytes()),
+            PathMatch::PathSeparatedPrefix(prefix) => {
+                path.get(..prefix.len())
+                    .is_some_and(|head| equal(head, prefix.as_bytes()))
+                    && matches!(path.get(prefix.len()), None | Some(b'/'))
+            }
+            PathMatch::Regex(pattern) => pattern.is_match(path),
+        }
+    }
+
+    /// Whether evaluating this matcher needs the request's header map.
+    pub fn reads_headers(&self) -> bool {
+        !self.headers.is_empty()
+    }
+
+    fn write_json(&self, out: &mut String) {
+        let mut fields: Vec<String> = Vec::new();
+        let text = |key: &str, value: &str| {
+            let mut field = format!("\"{key}\":");
+            json::write_string(&mut field, value);
+            field
+        };
+        match &self.path {
+            PathMatch::Any => {}
+            PathMatch::Prefix(p) => fields.push(text("prefix", p)),
+            PathMatch::Path(p) => fields.push(text("path", p)),
+            PathMatch::PathSeparatedPrefix(p) => fields.push(text("path_separated_prefix", p)),
+            PathMatch::Regex(pattern) => {
+                let mut field = String::from("\"safe_regex\":{\"regex\":");
+                json::write_string(&mut field, pattern.as_str());
+                field.push('}');
+                fields.push(field);
+            }
+        }
+        if !self.case_sensitive {
+            fields.push("\"case_sensitive\":false".into());
+        }
+        if !self.headers.is_empty() {
+            let mut field = String::from("\"headers\":");
+            write_list(&mut field, &self.headers, HeaderMatcher::write_json);
+            fields.push(field);
+        }
+        if !self.query_parameters.is_empty() {
+            let mut field = String::from("\"query_parameters\":");
+            write_list(
+                &mut field,
+                &self.query_parameters,
+                QueryParameterMatcher::write_json,
+            );
+            fields.push(field);
+        }
+        if let Some(matcher) = &self.route_name {
+            let mut field = String::from("\"route_name\":");
+            matcher.write_json(&mut field);
+            fields.push(field);
+        }
+        out.push('{');
+        out.push_str(&crate::config::comma_list(
+            &fields.iter().map(String::as_str).collect::<Vec<_>>(),
+        ));
+        out.push('}');
+    }
+}
+
+/// Envoy's constraint on `path_separated_prefix` (`^[^?#]+[^?#/]$`).
+fn check_separated_prefix(path: &str, text: &str) -> Result<(), ConfigError> {
+    if text.len() < 2 || text.contains(['?', '#']) || text.ends_with('/') {
+        return Err(ConfigError::new(
+            path,
+            format!(
+                "{} must be at least 2 characters, hold no ? or #, and not end in / (Envoy's rule)",
+                quoted(text)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Envoy's `Http::PathUtil::removeQueryAndFragment`.
+pub fn without_query_and_fragment(path: &[u8]) -> &[u8] {
+    match path.iter().position(|&b| b == b'?' || b == b'#') {
+        Some(end) => &path[..end],
+        None => path,
+    }
+}
+
+fn each<T>(
+    path: &str,
+    value: &Json,
+    parse: fn(&str, &Json) -> Result<T, ConfigError>,
+) -> Result<Vec<T>, ConfigError> {
+    expect_array(path, value)?
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse(&format!("{path}[{i}]"), item))
+        .collect()
+}
+
+fn write_list<T>(out: &mut String, items: &[T], write: fn(&T, &mut String)) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write(item, out);
+    }
+    out.push(']');
+}
+
+/// One entry of `routes`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Route {
+    pub name: Option<String>,
+    pub matcher: RouteMatch,
+    pub request: Rules,
+    pub response: Rules,
+    pub response_rules: Vec<ResponseRule>,
+}
+
+impl Route {
+    fn parse(path: &str, value: &Json) -> Result<Route, ConfigError> {
+        let object = expect_object(path, value)?;
+        let mut route = Route::default();
+        let mut matcher = None;
+        for (key, value) in object {
+            let field = format!("{path}.{key}");
+            match key.as_str() {
+                "name" => route.name = Some(expect_string(&field, value)?.to_string()),
+                "match" => matcher = Some(RouteMatch::parse(&field, value)?),
+                "response_rules" => route.response_rules = ResponseRule::parse_list(&field, value)?,
+                key if LEVEL_FIELDS.contains(&key) => {
+                    parse_level_field(key, &field, value, &mut route.request, &mut route.response)?
+                }
+                _ => return Err(unknown_field(&field, ROUTE_FIELDS)),
+            }
+        }
+        route.matcher = matcher.ok_or_else(|| {
+            ConfigError::new(
+                &format!("{path}.match"),
+                "required field is missing ({} matches every request)",
+            )
+        })?;
+        Ok(route)
+    }
+
+    /// Parses `routes`.
+    pub fn parse_list(path: &str, value: &Json) -> Result<Vec<Route>, ConfigError> {
+        each(path, value, Route::parse)
+    }
+
+    /// A name for people: the route's `name`, else its index.
+    pub fn label(&self, index: usize) -> String {
+        match &self.name {
+            Some(name) => format!("routes[{index}] {}", quoted(name)),
+            None => format!("routes[{index}]"),
+        }
+    }
+
+    pub fn write_json(&self, out: &mut String) {
+        out.push('{');
+        if let Some(name) = &self.name {
+            out.push_str("\"name\":");
+            json::write_string(out, name);
+            out.push(',');
+        }
+        out.push_str("\"match\":");
+        self.matcher.write_json(out);
+        crate::config::write_level_fields(out, &self.request, &self.response);
+        if !self.response_rules.is_empty() {
+            out.push_str(",\"response_rules\":");
+            write_list(out, &self.response_rules, ResponseRule::write_json);
+        }
+        out.push('}');
+    }
+}
+
+/// Which statuses a response rule accepts: `low..=high`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl StatusRange {
+    /// `404`, `200-299` or `5xx`.
+    pub fn parse(path: &str, value: &Json) -> Result<StatusRange, ConfigError> {
+        let text = match value {
+            Json::String(text) | Json::Number(text) => text.as_str(),
+            other => {
+                return Err(ConfigError::new(
+                    path,
+                    format!("expected a string or a number, got {}", other.kind()),
+                ))
+            }
+        };
+        let bad = || {
+            ConfigError::new(
+                path,
+                format!(
+                    "{} is not a status: write a code (404), a range (200-299) or a class (5xx), within 100-599",
+                    quoted(text)
+                ),
+            )
+        };
+        let code = |digits: &str| -> Result<u16, ConfigError> {
+            match digits.parse::<u16>() {
+                Ok(code) if digits.len() == 3 && (100..=599).contains(&code) => Ok(code),
+                _ => Err(bad()),
+            }
+        };
+        let range = if let Some(class) = text.strip_suffix("xx") {
+            let digit = code(&format!("{class}00"))?;
+            StatusRange {
+                low: digit,
+                high: digit + 99,
+            }
+        } else if let Some((low, high)) = text.split_once('-') {
+            let (low, high) = (code(low)?, code(high)?);
+            if low > high {
+                return Err(bad());
+            }
+            StatusRange { low, high }
+        } else {
+            let code = code(text)?;
+            StatusRange {
+                low: code,
+                high: code,
+            }
+        };
+        Ok(range)
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        (self.low..=self.high).contains(&status)
+    }
+
+    fn write_json(&self, out: &mut String) {
+        if self.low == self.high {
+            out.push_str(&format!("\"{}\"", self.low));
+        } else if self.low % 100 == 0 && self.high == self.low + 99 {
+            out.push_str(&format!("\"{}xx\"", self.low / 100));
+        } else {
+            out.push_str(&format!("\"{}-{}\"", self.low, self.high));
+        }
+    }
+}
+
+/// One entry of `response_rules`: a level of response rules that applies
+/// when its condition holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResponseRule {
+    pub condition: ResponseCondition,
+    pub response: Rules,
+}
+
+/// The response's status is one of `status` (any, when empty) and every
+/// header matcher holds on the response headers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResponseCondition {
+    pub status: Vec<StatusRange>,
+    pub headers: Vec<HeaderMatcher>,
+}
+
+impl ResponseCondition {
+    /// Judges a response with `status` (`None` when it has none that
+    /// parses) and `headers`.
+    pub fn holds(
+        &self,
+        status: Option<u16>,
+        headers: &HeaderPairs<'_>,
+        joined: &mut Vec<u8>,
+    ) -> bool {
+        (self.status.is_empty()
+            || status.is_some_and(|s| self.status.iter().any(|range| range.contains(s))))
+            && self.headers.iter().all(|h| h.matches_in(headers, joined))
+    }
+}
+
+impl ResponseRule {
+    fn parse(path: &str, value: &Json) -> Result<ResponseRule, ConfigError> {
+        let object = expect_object(path, value)?;
+        let mut rule = ResponseRule::default();
+        for (key, value) in object {
+            let field = format!("{path}.{key}");
+            match key.as_str() {
+                "status" => rule.condition.status = each(&field, value, StatusRange::parse)?,
+                "headers" => rule.condition.headers = each(&field, value, HeaderMatcher::parse)?,
+                "response_headers_to_add" | "response_headers_to_remove" => {
+                    let mut request = Rules::default();
+                    parse_level_field(key, &field, value, &mut request, &mut rule.response)?;
+                }
+                "request_headers_to_add" | "request_headers_to_remove" => {
+                    return Err(ConfigError::new(
+                        &field,
+                        "a response rule can only change response headers (the request has gone upstream by then)",
+                    ));
+                }
+                _ => return Err(unknown_field(&field, RESPONSE_RULE_FIELDS)),
+            }
+        }
+        Ok(rule)
+    }
+
+    /// Parses `response_rules`.
+    pub fn parse_list(path: &str, value: &Json) -> Result<Vec<ResponseRule>, ConfigError> {
+        each(path, value, ResponseRule::parse)
+    }
+
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"status\":");
+        write_list(out, &self.condition.status, StatusRange::write_json);
+        out.push_str(",\"headers\":");
+        write_list(out, &self.condition.headers, HeaderMatcher::write_json);
+        crate::config::write_level_fields(out, &Rules::default(), &self.response);
+        out.push('}');
+    }
+}
+
+/// The response's status, from its `:status` header.
+pub fn parse_status(value: Option<&[u8]>) -> Option<u16> {
+    std::str::from_utf8(value?).ok()?.parse().ok()
+}
