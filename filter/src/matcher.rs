@@ -381,7 +381,7 @@ impl HeaderMatcher {
             }
             HeaderMatch::Range { start, end } => std::str::from_utf8(value)
                 .ok()
-                .and_then(|text| parse_i64(text))
+                .and_then(parse_i64)
                 .is_some_and(|n| *start <= n && n < *end),
         };
         matched != self.invert
