@@ -12,7 +12,7 @@
 //! `case_sensitive: false` affects the first three only.
 
 use crate::config::{
-    expect_array, expect_bool, expect_object, expect_string, parse_level_field, quoted,
+    expect_bool, expect_object, expect_string, field_path, parse_level_field, parse_list, quoted,
     unknown_field, ConfigError, Rules, LEVEL_FIELDS,
 };
 use crate::json::{self, Json};
@@ -106,7 +106,7 @@ impl RouteMatch {
         };
         let mut specifier: Option<&str> = None;
         for (key, value) in object {
-            let field = format!("{path}.{key}");
+            let field = field_path(path, key);
             let spec = match key.as_str() {
                 "prefix" => PathMatch::Prefix(expect_string(&field, value)?.to_string()),
                 "path" => PathMatch::Path(expect_string(&field, value)?.to_string()),
@@ -121,11 +121,12 @@ impl RouteMatch {
                     continue;
                 }
                 "headers" => {
-                    matcher.headers = each(&field, value, HeaderMatcher::parse)?;
+                    matcher.headers = parse_list(&field, value, HeaderMatcher::parse)?;
                     continue;
                 }
                 "query_parameters" => {
-                    matcher.query_parameters = each(&field, value, QueryParameterMatcher::parse)?;
+                    matcher.query_parameters =
+                        parse_list(&field, value, QueryParameterMatcher::parse)?;
                     continue;
                 }
                 "route_name" => {
@@ -270,18 +271,6 @@ pub fn without_query_and_fragment(path: &[u8]) -> &[u8] {
     }
 }
 
-fn each<T>(
-    path: &str,
-    value: &Json,
-    parse: fn(&str, &Json) -> Result<T, ConfigError>,
-) -> Result<Vec<T>, ConfigError> {
-    expect_array(path, value)?
-        .iter()
-        .enumerate()
-        .map(|(i, item)| parse(&format!("{path}[{i}]"), item))
-        .collect()
-}
-
 fn write_list<T>(out: &mut String, items: &[T], write: fn(&T, &mut String)) {
     out.push('[');
     for (i, item) in items.iter().enumerate() {
@@ -309,7 +298,7 @@ impl Route {
         let mut route = Route::default();
         let mut matcher = None;
         for (key, value) in object {
-            let field = format!("{path}.{key}");
+            let field = field_path(path, key);
             match key.as_str() {
                 "name" => route.name = Some(expect_string(&field, value)?.to_string()),
                 "match" => matcher = Some(RouteMatch::parse(&field, value)?),
@@ -322,7 +311,7 @@ impl Route {
         }
         route.matcher = matcher.ok_or_else(|| {
             ConfigError::new(
-                &format!("{path}.match"),
+                &field_path(path, "match"),
                 "required field is missing ({} matches every request)",
             )
         })?;
@@ -331,7 +320,7 @@ impl Route {
 
     /// Parses `routes`.
     pub fn parse_list(path: &str, value: &Json) -> Result<Vec<Route>, ConfigError> {
-        each(path, value, Route::parse)
+        parse_list(path, value, Route::parse)
     }
 
     /// A name for people: the route's `name`, else its index.
@@ -467,10 +456,12 @@ impl ResponseRule {
         let object = expect_object(path, value)?;
         let mut rule = ResponseRule::default();
         for (key, value) in object {
-            let field = format!("{path}.{key}");
+            let field = field_path(path, key);
             match key.as_str() {
-                "status" => rule.condition.status = each(&field, value, StatusRange::parse)?,
-                "headers" => rule.condition.headers = each(&field, value, HeaderMatcher::parse)?,
+                "status" => rule.condition.status = parse_list(&field, value, StatusRange::parse)?,
+                "headers" => {
+                    rule.condition.headers = parse_list(&field, value, HeaderMatcher::parse)?
+                }
                 "response_headers_to_add" | "response_headers_to_remove" => {
                     let mut request = Rules::default();
                     parse_level_field(key, &field, value, &mut request, &mut rule.response)?;
@@ -489,7 +480,7 @@ impl ResponseRule {
 
     /// Parses `response_rules`.
     pub fn parse_list(path: &str, value: &Json) -> Result<Vec<ResponseRule>, ConfigError> {
-        each(path, value, ResponseRule::parse)
+        parse_list(path, value, ResponseRule::parse)
     }
 
     pub fn write_json(&self, out: &mut String) {
