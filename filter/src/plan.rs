@@ -828,7 +828,8 @@ mod tests {
     #[test]
     fn response_rules_follow_their_level_when_their_conditions_hold() {
         let plan = route_table(false);
-        let cases: &[(&[(&str, &str)], &[&str])] = &[
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Headers, &[&str])] = &[
             (&[(":status", "404")], &["api", "api-404", "top"]),
             (&[(":status", "503")], &["api", "top", "top-5xx"]),
             (
