@@ -206,6 +206,104 @@ Example:
         #[arg(long, value_name = "FILE.json")]
         config: Option<PathBuf>,
     },
+    /// Try a filter configuration on a described request, offline
+    #[command(long_about = RENDER_HELP)]
+    Render(RenderArgs),
+}
+
+const RENDER_HELP: &str = "Run the header filter's own core on a request (and optionally a \
+response) described on the command line, and print which route matched and every header as it \
+leaves the filter: `+` added by the filter, `-` removed by it. No Envoy is needed, so configs can \
+be tested in CI; the request is what the filter sees in Envoy (pseudo-headers :method, :path, \
+:authority, :scheme, then the headers given; Envoy may add others, such as x-request-id, before \
+the filter runs).
+
+Examples:
+  extpack render --config config.json --request 'GET /api/v1?debug=1' -H 'x-user: alice'
+  extpack render --config config.json --request 'POST /login' --status 503 \\
+      --response-header 'content-type: text/html'
+  extpack render --config config.json --route-name reviews-v2 --json | jq .route";
+
+/// `extpack render` arguments.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The filter configuration (JSON), or - for standard input
+    #[arg(long, value_name = "FILE.json")]
+    config: PathBuf,
+    /// The request line: METHOD PATH (the path with its query string)
+    #[arg(long, value_name = "METHOD PATH", default_value = "GET /")]
+    request: String,
+    /// A request header, NAME: VALUE (repeat for more; a name given twice is sent twice)
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// The request's :authority (Host)
+    #[arg(long, value_name = "HOST", default_value = "example.com")]
+    authority: String,
+    /// The request's :scheme
+    #[arg(long, default_value = "http")]
+    scheme: String,
+    /// The name of the Envoy route the request took (Istio names routes), for route_name
+    #[arg(long, value_name = "NAME")]
+    route_name: Option<String>,
+    /// The client's address (source.address), for %DOWNSTREAM_REMOTE_ADDRESS%
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:40000")]
+    remote_address: String,
+    /// The address the request arrived on (destination.address)
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10000")]
+    local_address: String,
+    /// The upstream host's address (upstream.address), for the response side
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    upstream_address: String,
+    /// The request's protocol (request.protocol)
+    #[arg(long, default_value = "HTTP/1.1")]
+    protocol: String,
+    /// Also run the response side, with this status
+    #[arg(long, value_name = "CODE")]
+    status: Option<u16>,
+    /// A response header, NAME: VALUE (repeat for more; needs --status)
+    #[arg(
+        long = "response-header",
+        value_name = "NAME: VALUE",
+        requires = "status"
+    )]
+    response_headers: Vec<String>,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+impl RenderArgs {
+    fn exchange(&self) -> Result<crate::render::Exchange> {
+        use header_filter::format::Property;
+        let (method, path) = crate::render::parse_request_line(&self.request)?;
+        let headers = |list: &[String]| -> Result<Vec<(String, String)>> {
+            list.iter()
+                .map(|h| crate::render::parse_header(h).map_err(Into::into))
+                .collect()
+        };
+        Ok(crate::render::Exchange {
+            method,
+            path,
+            authority: self.authority.clone(),
+            scheme: self.scheme.clone(),
+            headers: headers(&self.headers)?,
+            route_name: self.route_name.clone(),
+            properties: vec![
+                (
+                    Property::DownstreamRemoteAddress,
+                    self.remote_address.clone(),
+                ),
+                (Property::DownstreamLocalAddress, self.local_address.clone()),
+                (
+                    Property::UpstreamRemoteAddress,
+                    self.upstream_address.clone(),
+                ),
+                (Property::Protocol, self.protocol.clone()),
+            ],
+            status: self.status,
+            response_headers: headers(&self.response_headers)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -565,6 +663,20 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Render(args) => {
+            let exchange = args.exchange()?;
+            let config = read_input(&args.config)?;
+            let report = crate::render::render(&config, &exchange)
+                .with_context(|| format!("{}", args.config.display()))?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serializes")
+                );
+            } else {
+                print!("{}", report.to_text());
+            }
+        }
         Command::Validate { module, config } => {
             let (_, info) = package::check_module(&module)?;
             println!(
@@ -580,6 +692,18 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A file's bytes, or standard input for `-`.
+fn read_input(path: &Path) -> Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading standard input")?;
+        return Ok(bytes);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 fn print_inspection(i: &Inspection) {

@@ -7,7 +7,8 @@
 //! (`--docs` folder), [`layer`] (deterministic tar+gzip), [`image`] (OCI
 //! layout/archive, compat and artifact formats), [`output`] (atomic writes),
 //! [`extract`] (hardened tar reading), [`registry`] (push/pull), [`mesh`]
-//! (ServiceMeshExtension, WasmPlugin and EnvoyFilter for an image).
+//! (ServiceMeshExtension, WasmPlugin and EnvoyFilter for an image), [`render`]
+//! (a filter configuration tried offline on a described request).
 
 pub mod cli;
 pub mod docs;
@@ -19,4 +20,5 @@ pub mod mesh;
 pub mod output;
 pub mod package;
 pub mod registry;
+pub mod render;
 pub mod wasm;
