@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -138,53 +139,69 @@ fn compose_file_is_valid_pins_the_tested_envoy_and_mounts_what_exists() {
     }
 }
 
+/// envoy-config/envoy.yaml as the envoy service mounts it.
+fn bootstrap(config: &Value) -> Value {
+    let path = &mounts(service(config, "envoy"))["/etc/envoy/envoy.yaml"];
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    serde_yaml::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+/// (cluster, host, port) of every endpoint of the bootstrap's clusters.
+fn cluster_endpoints(bootstrap: &Value) -> Vec<(String, String, u64)> {
+    let mut endpoints = Vec::new();
+    for cluster in list(&bootstrap["static_resources"]["clusters"]) {
+        let name = cluster["name"].as_str().expect("cluster name");
+        for group in list(&cluster["load_assignment"]["endpoints"]) {
+            for endpoint in list(&group["lb_endpoints"]) {
+                let address = &endpoint["endpoint"]["address"]["socket_address"];
+                let host = address["address"].as_str().expect("socket address");
+                let port = address["port_value"].as_u64().expect("port_value");
+                endpoints.push((name.to_string(), host.to_string(), port));
+            }
+        }
+    }
+    endpoints
+}
+
+fn service_names(config: &Value) -> String {
+    let services = config["services"].as_mapping().expect("services");
+    let names: Vec<&str> = services.keys().filter_map(Value::as_str).collect();
+    names.join(", ")
+}
+
 /// What envoy-config/envoy.yaml names must exist in the compose topology:
 /// each cluster address is a service, on a port it exposes, and the module is
 /// a file the envoy service mounts.
 #[test]
 fn envoy_config_names_what_the_compose_file_provides() {
     let config = compose_config();
-    let envoy_mounts = mounts(service(&config, "envoy"));
-    let bootstrap: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(&envoy_mounts["/etc/envoy/envoy.yaml"]).unwrap(),
-    )
-    .expect("envoy.yaml is YAML");
-    let services = config["services"].as_mapping().expect("services");
-
-    let mut endpoints = 0;
-    for cluster in list(&bootstrap["static_resources"]["clusters"]) {
-        for group in list(&cluster["load_assignment"]["endpoints"]) {
-            for endpoint in list(&group["lb_endpoints"]) {
-                let address = &endpoint["endpoint"]["address"]["socket_address"];
-                let host = address["address"].as_str().expect("socket address");
-                let port = address["port_value"].as_u64().expect("port_value");
-                let names: Vec<&str> = services.keys().filter_map(Value::as_str).collect();
-                let target = service(&config, host);
-                assert!(
-                    !target.is_null(),
-                    "envoy.yaml cluster {:?} sends to {host:?}, which is not a compose service ({})",
-                    cluster["name"],
-                    names.join(", ")
-                );
-                let exposed: Vec<u64> = list(&target["expose"])
-                    .iter()
-                    .filter_map(|p| p.as_str()?.parse().ok())
-                    .collect();
-                assert!(
-                    exposed.contains(&port),
-                    "envoy.yaml sends to {host}:{port}, but service {host} exposes {exposed:?}"
-                );
-                endpoints += 1;
-            }
-        }
+    let bootstrap = bootstrap(&config);
+    let endpoints = cluster_endpoints(&bootstrap);
+    assert!(!endpoints.is_empty(), "envoy.yaml has no cluster endpoint");
+    for (cluster, host, port) in endpoints {
+        let target = service(&config, &host);
+        assert!(
+            !target.is_null(),
+            "envoy.yaml cluster {cluster} sends to {host:?}, which is not a compose service ({})",
+            service_names(&config)
+        );
+        let exposed: Vec<u64> = list(&target["expose"])
+            .iter()
+            .filter_map(|p| p.as_str()?.parse().ok())
+            .collect();
+        assert!(
+            exposed.contains(&port),
+            "envoy.yaml cluster {cluster} sends to {host}:{port}, but service {host} exposes {exposed:?}"
+        );
     }
-    assert!(endpoints > 0, "envoy.yaml has no cluster endpoint");
 
     let module = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         ["typed_config"]["http_filters"][0]["typed_config"]["config"]["vm_config"]["code"]["local"]
         ["filename"]
         .as_str()
         .expect("the header filter loads a local file");
+    let envoy_mounts = mounts(service(&config, "envoy"));
     assert!(
         envoy_mounts.contains_key(module),
         "envoy.yaml loads {module}, which the envoy service does not mount ({:?})",
@@ -311,7 +328,7 @@ fn compose_topology_runs_in_containers() {
         .trim()
         .to_string();
 
-    wait_until_ready(&podman, &project, admin_addr);
+    wait_until_ready(&podman, &project, admin_addr, &module);
     eprintln!("topology up after {:.1} s", started.elapsed().as_secs_f64());
 
     // Envoy runs as the envoy user (uid 101), as in the official image.
@@ -338,14 +355,11 @@ fn compose_topology_runs_in_containers() {
         &[("x-debug", "1"), ("x-env", "dev")],
     );
     if response.status != 200 {
-        let clusters = http::try_get(admin_addr, "/clusters", &[])
-            .map(|r| r.text())
-            .unwrap_or_else(|err| err.to_string());
         panic!(
-            "envoy answered {} ({}); its clusters:\n{clusters}\nenvoy's log:\n{}",
+            "envoy answered {} ({}){}",
             response.status,
             response.text(),
-            project.logs("envoy")
+            unresolved_clusters(&config, admin_addr)
         );
     }
     let echo: Json = serde_json::from_slice(&response.body)
@@ -406,10 +420,11 @@ fn compose_topology_runs_in_containers() {
 }
 
 /// Waits until Envoy's admin `/ready` answers 200 through its published
-/// port; fails with Envoy's log as soon as its container stops.
-fn wait_until_ready(podman: &Podman, project: &Project, admin: SocketAddr) {
+/// port; fails as soon as its container stops, with the end of its log and,
+/// when the module is not readable by others, that cause.
+fn wait_until_ready(podman: &Podman, project: &Project, admin: SocketAddr, module: &Path) {
     let deadline = Instant::now() + STARTUP;
-    loop {
+    let state = loop {
         if let Ok(response) = http::try_get(admin, "/ready", &[]) {
             if response.status == 200 {
                 return;
@@ -419,16 +434,28 @@ fn wait_until_ready(podman: &Podman, project: &Project, admin: SocketAddr) {
             .container("envoy")
             .and_then(|id| podman.run(&["inspect", "--format", "{{.State.Status}}", &id]))
             .unwrap_or_else(|err| err);
-        if state.trim() != "running" || Instant::now() > deadline {
-            panic!(
-                "envoy is not ready ({}) after {} s; its log:\n{}",
-                state.trim(),
-                STARTUP.as_secs(),
-                project.logs("envoy")
-            );
+        if state.trim() != "running" {
+            break format!("stopped ({}) before it was ready", state.trim());
+        }
+        if Instant::now() > deadline {
+            break format!("was not ready after {} s", STARTUP.as_secs());
         }
         std::thread::sleep(Duration::from_millis(200));
-    }
+    };
+    let mode = std::fs::metadata(module).map_or(0, |meta| meta.permissions().mode());
+    let cause = if mode & 0o004 == 0 {
+        format!(
+            "{} is mode {:o}: the envoy user (uid 101) in the container cannot read it\n",
+            module.display(),
+            mode & 0o777
+        )
+    } else {
+        String::new()
+    };
+    let log = project.logs("envoy");
+    let tail: Vec<&str> = log.lines().rev().take(6).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    panic!("envoy {state}\n{cause}end of its log:\n{}", tail.join("\n"));
 }
 
 /// Waits until the registry's `/v2/` answers 200 through its published port.
@@ -444,4 +471,31 @@ fn wait_for_registry(project: &Project, registry: SocketAddr) {
         "the registry did not answer on {registry}; its log:\n{}",
         project.logs("registry")
     );
+}
+
+/// For a failed request: the bootstrap's clusters that Envoy holds no host
+/// for, with the address it was given (a name the compose network does not
+/// resolve, typically).
+fn unresolved_clusters(config: &Value, admin: SocketAddr) -> String {
+    let clusters = match http::try_get(admin, "/clusters", &[]) {
+        Ok(response) => response.text(),
+        Err(err) => return format!("; envoy's admin /clusters: {err}"),
+    };
+    let mut causes = String::new();
+    for (cluster, host, port) in cluster_endpoints(&bootstrap(config)) {
+        // Each resolved host has `CLUSTER::IP:PORT::...` lines.
+        let resolved = clusters.lines().any(|line| {
+            line.strip_prefix(&format!("{cluster}::"))
+                .and_then(|rest| rest.split("::").next())
+                .is_some_and(|addr| addr.parse::<SocketAddr>().is_ok())
+        });
+        if !resolved {
+            causes.push_str(&format!(
+                "; cluster {cluster} has no host: {host}:{port} did not resolve \
+                 in the compose network (services: {})",
+                service_names(config)
+            ));
+        }
+    }
+    causes
 }
