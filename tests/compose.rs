@@ -52,7 +52,7 @@ fn image(config: &Value, name: &str) -> String {
         .to_string()
 }
 
-fn list<'a>(value: &'a Value) -> &'a [Value] {
+fn list(value: &Value) -> &[Value] {
     value
         .as_sequence()
         .map(|v| v.as_slice())

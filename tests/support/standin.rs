@@ -229,26 +229,34 @@ impl Recipe {
     }
 }
 
-/// The system directories every stand-in holds.
-const PATH_ENV: &str = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// What every stand-in starts from: `/tmp`, the usual `PATH`, and root plus
+/// `users` (name and id, each with a group alike) in `/etc/passwd` and
+/// `/etc/group`.
+fn base(image: &str, users: &[(&str, u32)]) -> Recipe {
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    let mut group = String::from("root:x:0:\n");
+    for (name, id) in users {
+        passwd.push_str(&format!(
+            "{name}:x:{id}:{id}::/home/{name}:/usr/sbin/nologin\n"
+        ));
+        group.push_str(&format!("{name}:x:{id}:\n"));
+    }
+    Recipe::new(image)
+        .text("/etc/passwd", passwd, 0o644)
+        .text("/etc/group", group, 0o644)
+        .dir("/tmp", 0o1777)
+        .change("ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+}
 
 /// `envoyproxy/envoy`: the given Envoy binary at `/usr/local/bin/envoy`, the
 /// `envoy` user (uid and gid 101) and an entrypoint that behaves as the
 /// official image's (`tests/compose/envoy_entrypoint.rs`), with the official
 /// default command.
 pub fn envoy(image: &str, envoy: &Path, entrypoint: &Path) -> Recipe {
-    Recipe::new(image)
+    base(image, &[("envoy", 101)])
         .program("/usr/local/bin/envoy", envoy)
         .program("/docker-entrypoint", entrypoint)
-        .text(
-            "/etc/passwd",
-            "root:x:0:0:root:/root:/bin/sh\nenvoy:x:101:101::/home/envoy:/usr/sbin/nologin\n",
-            0o644,
-        )
-        .text("/etc/group", "root:x:0:\nenvoy:x:101:\n", 0o644)
         .dir("/etc/envoy", 0o755)
-        .dir("/tmp", 0o1777)
-        .change(PATH_ENV)
         .change("EXPOSE 10000")
         .change(r#"ENTRYPOINT ["/docker-entrypoint"]"#)
         .change(r#"CMD ["envoy", "-c", "/etc/envoy/envoy.yaml"]"#)
@@ -257,16 +265,8 @@ pub fn envoy(image: &str, envoy: &Path, entrypoint: &Path) -> Recipe {
 /// `mendhak/http-https-echo`: the echo server (`tests/compose/http_echo.rs`)
 /// as user 1000 (`node` in the original), listening on `$HTTP_PORT`.
 pub fn echo(image: &str, server: &Path) -> Recipe {
-    Recipe::new(image)
+    base(image, &[("node", 1000)])
         .program("/app/http-echo", server)
-        .text(
-            "/etc/passwd",
-            "root:x:0:0:root:/root:/bin/sh\nnode:x:1000:1000::/home/node:/bin/sh\n",
-            0o644,
-        )
-        .text("/etc/group", "root:x:0:\nnode:x:1000:\n", 0o644)
-        .dir("/tmp", 0o1777)
-        .change(PATH_ENV)
         .change("ENV HTTP_PORT=8080")
         .change("EXPOSE 8080")
         .change("USER 1000")
@@ -278,12 +278,11 @@ pub fn echo(image: &str, server: &Path) -> Recipe {
 /// at `/bin/registry` with the official image's configuration: plain HTTP on
 /// :5000, blobs in the volume `/var/lib/registry`.
 pub fn registry(image: &str) -> Recipe {
-    Recipe::new(image)
+    // The official image runs it as root.
+    base(image, &[])
         .program("/bin/registry", Path::new("/usr/bin/docker-registry"))
         .text("/etc/docker/registry/config.yml", REGISTRY_CONFIG, 0o644)
         .dir("/var/lib/registry", 0o755)
-        .dir("/tmp", 0o1777)
-        .change(PATH_ENV)
         .change("VOLUME /var/lib/registry")
         .change("EXPOSE 5000")
         .change(r#"ENTRYPOINT ["registry"]"#)
