@@ -297,10 +297,11 @@ fn compose_topology_runs_in_containers() {
 
     let service = podman.serve().unwrap_or_else(|err| panic!("{err}"));
     let socket = service.socket().to_path_buf();
-    let name = format!("hfcompose{}", std::process::id());
+    // One name for every run: netavark names firewall chains after it.
+    let name = "headerfiltercompose";
     let mut project = Project::new(
         &paths::repo_root().join("docker-compose.yml"),
-        &name,
+        name,
         &service,
     );
     project.up().unwrap_or_else(|err| panic!("{err}"));
@@ -327,6 +328,18 @@ fn compose_topology_runs_in_containers() {
         .unwrap_or_else(|err| panic!("{err}"))
         .trim()
         .to_string();
+    // What `down` must remove is there while the project is up.
+    assert!(
+        Path::new("/sys/class/net").join(&bridge).exists(),
+        "bridge {bridge}"
+    );
+    let forwards = podman
+        .firewall_leftovers(&network)
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(
+        !forwards.is_empty(),
+        "no port forwarding rules for {network}"
+    );
 
     wait_until_ready(&podman, &project, admin_addr, &module);
     eprintln!("topology up after {:.1} s", started.elapsed().as_secs_f64());
@@ -412,6 +425,13 @@ fn compose_topology_runs_in_containers() {
     assert!(
         !Path::new("/sys/class/net").join(&bridge).exists(),
         "the network's bridge {bridge} is still there after down"
+    );
+    let rules = podman
+        .firewall_leftovers(&network)
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(
+        rules.is_empty(),
+        "firewall rules left after down: {rules:?}"
     );
     drop(project);
     drop(service);

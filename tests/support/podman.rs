@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha512};
 use tempfile::TempDir;
 
 use crate::paths;
@@ -45,6 +46,7 @@ impl Podman {
             ("runc", "runc", Location::Path),
             ("netavark", "netavark", Location::Helper),
             ("aardvark-dns", "aardvark-dns", Location::Helper),
+            ("iptables", "iptables", Location::Path),
         ]
         .into_iter()
         .filter(|(program, _, location)| !location.has(program))
@@ -146,6 +148,34 @@ impl Podman {
             .iter()
             .flat_map(|list| list.lines())
             .filter(|line| !line.is_empty() && *line != "network podman")
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// `iptables` NAT rules still naming `network` (netavark tags its port
+    /// forwards with the network name, in a chain named after a hash of it):
+    /// empty once every container of the network is gone. netavark 1.4 keeps
+    /// that chain itself, empty, after the network is removed, so a network
+    /// name reused from run to run leaves at most one.
+    pub fn firewall_leftovers(&self, network: &str) -> Result<Vec<String>, String> {
+        let hash: String = Sha512::digest(network.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02X}"))
+            .collect();
+        let chain = format!("NETAVARK-DN-{}", &hash[..13]);
+        let output = Command::new("iptables")
+            .args(["-t", "nat", "-S"])
+            .output()
+            .map_err(|err| format!("iptables -t nat -S: {err}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "iptables -t nat -S: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|rule| rule.contains(network) || rule.contains(&format!("-A {chain} ")))
             .map(str::to_string)
             .collect())
     }
