@@ -558,6 +558,16 @@ impl Image {
         }
     }
 
+    /// The root context ids of the runtime config (`--root-id`), empty
+    /// when the image has none or no runtime config.
+    pub fn runtime_root_ids(&self) -> Result<Vec<String>, ImageError> {
+        Ok(self
+            .inspect()?
+            .runtime_config
+            .map(|rc| rc.config.root_ids)
+            .unwrap_or_default())
+    }
+
     /// A summary for `inspect`.
     pub fn inspect(&self) -> Result<Inspection, ImageError> {
         let format = self.format()?;

@@ -7,10 +7,12 @@
 //! (`--docs` folder), [`layer`] (deterministic tar+gzip), [`image`] (OCI
 //! layout/archive, compat and artifact formats), [`output`] (atomic writes),
 //! [`extract`] (hardened tar reading), [`registry`] (push/pull), [`mesh`]
-//! (ServiceMeshExtension, WasmPlugin and EnvoyFilter for an image).
+//! (ServiceMeshExtension, WasmPlugin, EnvoyFilter and EnvoyExtensionPolicy
+//! for an image), [`exit`] (exit codes by kind of failure).
 
 pub mod cli;
 pub mod docs;
+pub mod exit;
 pub mod extract;
 pub mod image;
 pub mod layer;

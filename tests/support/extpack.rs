@@ -34,10 +34,21 @@ impl Run {
         self
     }
 
-    /// Asserts exit 1 with exactly one `error: ` line holding every `want`,
-    /// and no panic; `case` names the input in failure messages.
+    /// Asserts exit 1 (invalid input) with exactly one `error: ` line
+    /// holding every `want`, and no panic; `case` names the input in failure
+    /// messages.
     pub fn refused(&self, case: &str, wants: &[&str]) {
-        assert_eq!(self.code, 1, "{case}: exit code; stderr: {}", self.stderr);
+        self.exits(1, case, wants);
+    }
+
+    /// [`Run::refused`] for another exit code (extpack's codes by kind: 3 not
+    /// found, 4 auth, 5 integrity, 6 unreachable or TLS).
+    pub fn exits(&self, code: i32, case: &str, wants: &[&str]) {
+        assert_eq!(
+            self.code, code,
+            "{case}: exit code; stderr: {}",
+            self.stderr
+        );
         assert!(
             self.stderr.starts_with("error: "),
             "{case}: stderr: {}",
@@ -62,6 +73,12 @@ impl Run {
     /// [`Run::refused`] for one expected fragment; returns the run.
     pub fn fails_with(self, want: &str) -> Run {
         self.refused("extpack", &[want]);
+        self
+    }
+
+    /// [`Run::exits`] for one expected fragment; returns the run.
+    pub fn fails_with_code(self, code: i32, want: &str) -> Run {
+        self.exits(code, "extpack", &[want]);
         self
     }
 
