@@ -37,9 +37,9 @@ const NOTES: [&str; 4] = [
      # exist. From 2.3, and in 3.x, apply wasmplugin.yaml instead: it loads the same image.\n",
     "# Istio 1.12+, and OpenShift Service Mesh 2.3+ and 3.x. Istio compares sha256 with the digest\n\
      # of the image manifest it pulls.\n",
-    "# Envoy fetches http_uri itself and accepts only an HTTP 200 answer, following no redirect:\n\
-     # serve the module from an in-cluster server (its cluster is outbound|PORT||HOST), not from a\n\
-     # GitHub release or a registry blob URL, which redirect.\n",
+    "# Envoy fetches http_uri itself and accepts only an HTTP 200 answer, following no redirect.\n\
+     # GitHub release URLs and most registries' blob URLs redirect: serve the module from a server\n\
+     # that answers 200, e.g. in-cluster (its cluster is outbound|PORT||HOST).\n",
     "# Envoy Gateway (gateway.envoyproxy.io/v1alpha1). Envoy Gateway compares code.image.sha256\n\
      # with the digest of the image manifest it pulls.\n",
 ];
