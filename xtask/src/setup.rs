@@ -16,6 +16,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("docker-registry", "docker-registry"),
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
+    ("podman", "podman"),
     ("wrk", "wrk"),
     ("docker-compose", "docker-compose"),
     ("apache2-utils", "ab"),
