@@ -1170,7 +1170,8 @@ fn registry_killed_mid_push_fails_clearly_and_a_retry_completes() {
         run.code,
         run.line()
     );
-    run.refused(
+    run.exits(
+        6,
         "registry killed mid-push",
         &[&format!("cannot reach registry {host}: ")],
     );
