@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use e2e::extpack::{extpack, extpack_with, Run};
+use e2e::extpack::{extpack, extpack_with, listed_files, Run, FIELDS};
 use e2e::paths::extpack_bin;
 use e2e::registry::{Registry, PASSWORD, USER};
 use serde_json::Value;
@@ -76,20 +76,8 @@ impl Work {
     /// `extpack build` of filter.wasm with the usual flags plus `extra`.
     fn build(&self, extra: &[&str]) -> Run {
         let module = self.s("filter.wasm");
-        let mut args = vec![
-            "build",
-            module.as_str(),
-            "--name",
-            "header-filter",
-            "--phase",
-            "PostAuthZ",
-            "--priority",
-            "10",
-            "--version",
-            "1.0.0",
-        ];
-        args.extend_from_slice(extra);
-        extpack(&args)
+        let args = ["build", module.as_str(), "--version", "1.0.0"];
+        extpack(&[&args[..], &FIELDS, extra].concat())
     }
 }
 
@@ -402,21 +390,8 @@ fn docs_cannot_change_the_module_istio_loads() {
     fs::write(w.path("docs/a/index.md"), "# a\n").unwrap();
     let reference = format!("{}/filters/with-docs:1.0.0", registry.host());
     let publish = |docs: &str, reference: &str| {
-        extpack(&[
-            "publish",
-            &module,
-            "--name",
-            "header-filter",
-            "--phase",
-            "PostAuthZ",
-            "--priority",
-            "10",
-            "--docs",
-            docs,
-            "--tag",
-            reference,
-            "--plain-http",
-        ])
+        let args = ["publish", &module, "--docs", docs, "--tag", reference];
+        extpack(&[&args[..], &FIELDS, &["--plain-http"]].concat())
     };
     publish(&w.s("docs"), &reference).ok();
     let fetched = istio_fetch(&registry, "filters/with-docs", "1.0.0");
@@ -428,12 +403,7 @@ fn docs_cannot_change_the_module_istio_loads() {
     );
     // inspect still lists every entry, in layer order.
     let info = inspect_json(&reference, &["--plain-http"]);
-    let files: Vec<&str> = info["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["path"].as_str().unwrap())
-        .collect();
+    let files = listed_files(&info);
     assert_eq!(
         files,
         [

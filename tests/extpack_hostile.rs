@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::extpack::{extpack_measured, Run};
+use e2e::extpack::{extpack_measured, listed_files, Run};
 use e2e::registry::{v2_status, Registry, USER};
 use tempfile::TempDir;
 
@@ -936,12 +936,7 @@ fn foreign_image_module_is_the_first_plugin_wasm_as_istio_loads_it() {
             "{source}"
         );
         // Every entry is listed, in layer order.
-        let files: Vec<&str> = info["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["path"].as_str().unwrap())
-            .collect();
+        let files = listed_files(&info);
         assert_eq!(
             files,
             ["docs/plugin.wasm", "manifest.yaml", "plugin.wasm"],

@@ -6,27 +6,20 @@
 
 use std::fs;
 
-use e2e::extpack::{extpack, Run};
+use e2e::extpack::{extpack, Run, FIELDS};
 use e2e::paths::filter_wasm;
 use e2e::registry::{Registry, TlsFiles};
 use serde_json::Value;
 
 fn publish(reference: &str, extra: &[&str]) -> Run {
     let module = filter_wasm();
-    let mut args = vec![
-        "publish",
-        module.to_str().unwrap(),
-        "--name",
-        "header-filter",
-        "--phase",
-        "PostAuthZ",
-        "--priority",
-        "10",
-        "--tag",
-        reference,
+    let args = [
+        &["publish", module.to_str().unwrap()][..],
+        &FIELDS,
+        &["--tag", reference],
+        extra,
     ];
-    args.extend_from_slice(extra);
-    extpack(&args)
+    extpack(&args.concat())
 }
 
 #[test]
@@ -41,21 +34,15 @@ fn tls_registry_with_a_private_ca_needs_ca_file() {
     let layout = scratch.path().join("image");
     let layout = layout.to_str().unwrap();
     let module = filter_wasm();
-    extpack(&[
+    let build = [
         "build",
         module.to_str().unwrap(),
-        "--name",
-        "header-filter",
-        "--phase",
-        "PostAuthZ",
-        "--priority",
-        "10",
         "--version",
         "1.0.0",
         "--output",
         layout,
-    ])
-    .ok();
+    ];
+    extpack(&[&build[..], &FIELDS].concat()).ok();
     let out = scratch.path().join("back.wasm");
     let out = out.to_str().unwrap();
     let config = scratch.path().join("config.json");

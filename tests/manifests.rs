@@ -468,17 +468,9 @@ fn sha256(bytes: &[u8]) -> String {
 fn resources_for_a_pushed_image_pin_its_registry_digest() {
     let registry = e2e::registry::Registry::start();
     let reference = format!("{}/filters/header-filter:0.1.0", registry.host());
-    let root = paths::repo_root();
-    extpack(&[
-        "publish",
-        arg(&paths::filter_wasm()),
-        "--manifest",
-        arg(&root.join("packager/manifest.yaml")),
-        "--tag",
-        &reference,
-        "--plain-http",
-    ])
-    .ok();
+    let module = paths::filter_wasm();
+    let publish = ["publish", arg(&module), "--tag", &reference, "--plain-http"];
+    extpack(&[&publish[..], &e2e::extpack::FIELDS].concat()).ok();
     let inspect: Value = serde_json::from_str(
         &extpack(&["inspect", &reference, "--plain-http", "--json"])
             .ok()

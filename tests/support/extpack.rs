@@ -12,6 +12,28 @@ use std::time::Instant;
 
 use crate::paths::extpack_bin;
 
+/// The extension fields most tests build and publish with: `--name
+/// header-filter --phase PostAuthZ --priority 10`.
+pub const FIELDS: [&str; 6] = [
+    "--name",
+    "header-filter",
+    "--phase",
+    "PostAuthZ",
+    "--priority",
+    "10",
+];
+
+/// The layer entries `inspect --json` lists (`files[].path`), in layer
+/// order.
+pub fn listed_files(inspection: &serde_json::Value) -> Vec<String> {
+    inspection["files"]
+        .as_array()
+        .expect("inspect --json lists files")
+        .iter()
+        .map(|f| f["path"].as_str().expect("a path").to_string())
+        .collect()
+}
+
 /// One finished run.
 #[derive(Debug)]
 pub struct Run {
