@@ -117,6 +117,16 @@ fn tls_registry_with_a_private_ca_needs_ca_file() {
         ],
     );
 
+    // Plain HTTP to a registry that speaks only HTTPS.
+    extpack(&["inspect", &reference, "--plain-http"]).exits(
+        6,
+        "--plain-http to a TLS registry",
+        &[
+            "it speaks only HTTPS, and --plain-http was given",
+            "drop --plain-http",
+        ],
+    );
+
     // Not a certificate, or no file: invalid input, named.
     let not_pem = scratch.path().join("not.pem");
     fs::write(&not_pem, "hello\n").unwrap();

@@ -344,6 +344,13 @@ fn explain(
     if lower.contains("401 unauthorized") || lower.contains("403 forbidden") {
         return unauthorized();
     }
+    if opts.plain_http && lower.contains("http request to an https server") {
+        return RegistryError::Tls {
+            registry,
+            problem: "it speaks only HTTPS, and --plain-http was given".into(),
+            hint: "drop --plain-http (and pass --ca-file CA.pem if a private CA signed its certificate)",
+        };
+    }
     if !opts.plain_http {
         if let Some(problem) = tls_problem(&chain) {
             return RegistryError::Tls {
