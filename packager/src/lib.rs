@@ -7,11 +7,13 @@
 //! (`--docs` folder), [`layer`] (deterministic tar+gzip), [`image`] (OCI
 //! layout/archive, compat and artifact formats), [`output`] (atomic writes),
 //! [`extract`] (hardened tar reading), [`registry`] (push/pull), [`mesh`]
-//! (ServiceMeshExtension, WasmPlugin and EnvoyFilter for an image), [`render`]
-//! (a filter configuration tried offline on a described request).
+//! (ServiceMeshExtension, WasmPlugin, EnvoyFilter and EnvoyExtensionPolicy
+//! for an image), [`exit`] (exit codes by kind of failure), [`render`] (a
+//! filter configuration tried offline on a described request).
 
 pub mod cli;
 pub mod docs;
+pub mod exit;
 pub mod extract;
 pub mod image;
 pub mod layer;

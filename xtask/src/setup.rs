@@ -23,6 +23,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("valgrind", "valgrind"),
     // wasm-opt: the size pass of `build-filter`.
     ("binaryen", "wasm-opt"),
+    // Certificates made at test time (TLS registry, mTLS listener) and the
+    // TLS client of the formatter test.
+    ("openssl", "openssl"),
+    ("curl", "curl"),
     // tests/compose.rs runs docker-compose.yml on podman, with runc and
     // netavark + aardvark-dns (service names resolve); those live outside
     // PATH, so they are checked by absolute path.
