@@ -331,8 +331,12 @@ fn parse_envoy_form(object: &[(String, Json)]) -> Result<Config, ConfigError> {
     for (key, value) in object {
         let path = key.as_str();
         match path {
-            "request_headers_to_add" => config.request.add = parse_rules(path, value)?,
-            "response_headers_to_add" => config.response.add = parse_rules(path, value)?,
+            "request_headers_to_add" => {
+                config.request.add = parse_rules(path, value, Side::Request)?
+            }
+            "response_headers_to_add" => {
+                config.response.add = parse_rules(path, value, Side::Response)?
+            }
             "request_headers_to_remove" => config.request.remove = parse_names(path, value)?,
             "response_headers_to_remove" => config.response.remove = parse_names(path, value)?,
             _ => return Err(unknown_field(path, FIELDS)),
@@ -374,16 +378,16 @@ fn parse_flat_form(object: &[(String, Json)]) -> Result<Config, ConfigError> {
     })
 }
 
-fn parse_rules(path: &str, value: &Json) -> Result<Vec<HeaderRule>, ConfigError> {
+fn parse_rules(path: &str, value: &Json, side: Side) -> Result<Vec<HeaderRule>, ConfigError> {
     let items = expect_array(path, value)?;
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| parse_rule(&format!("{path}[{i}]"), item))
+        .map(|(i, item)| parse_rule(&format!("{path}[{i}]"), item, side))
         .collect()
 }
 
-fn parse_rule(path: &str, value: &Json) -> Result<HeaderRule, ConfigError> {
+fn parse_rule(path: &str, value: &Json, side: Side) -> Result<HeaderRule, ConfigError> {
     let object = expect_object(path, value)?;
     let mut header = None;
     let mut action = None;
@@ -392,7 +396,7 @@ fn parse_rule(path: &str, value: &Json) -> Result<HeaderRule, ConfigError> {
     for (key, value) in object {
         let field = format!("{path}.{key}");
         match key.as_str() {
-            "header" => header = Some(parse_header(&field, value)?),
+            "header" => header = Some(parse_header(&field, value, side)?),
             "append_action" => {
                 let name = expect_string(&field, value)?;
                 action = Some(AppendAction::parse(name).ok_or_else(|| {
@@ -432,7 +436,7 @@ fn parse_rule(path: &str, value: &Json) -> Result<HeaderRule, ConfigError> {
     })
 }
 
-fn parse_header(path: &str, value: &Json) -> Result<(HeaderName, Format), ConfigError> {
+fn parse_header(path: &str, value: &Json, side: Side) -> Result<(HeaderName, Format), ConfigError> {
     let object = expect_object(path, value)?;
     let mut key = None;
     let mut text = "";
@@ -449,7 +453,8 @@ fn parse_header(path: &str, value: &Json) -> Result<(HeaderName, Format), Config
     let name = HeaderName::parse(key).map_err(|reason| ConfigError::new(&key_path, reason))?;
     let value_path = format!("{path}.value");
     check_value(&value_path, text)?;
-    let format = Format::parse(text).map_err(|e| ConfigError::new(&value_path, e.to_string()))?;
+    let format =
+        Format::parse(text, side).map_err(|e| ConfigError::new(&value_path, e.to_string()))?;
     Ok((name, format))
 }
 

@@ -304,7 +304,7 @@ impl Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::Property;
+    use crate::format::attribute;
 
     /// A header map with Envoy's semantics: ordered, multi-valued,
     /// `setCopy` = remove all + add at the end.
@@ -344,9 +344,9 @@ mod tests {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.clone())
         }
-        fn property(&self, property: Property) -> Option<Vec<u8>> {
-            match property {
-                Property::DownstreamRemoteAddress => self.remote.map(|r| r.as_bytes().to_vec()),
+        fn property(&self, path: &[u8]) -> Option<Vec<u8>> {
+            match path {
+                attribute::SOURCE_ADDRESS => self.remote.map(|r| r.as_bytes().to_vec()),
                 _ => None,
             }
         }

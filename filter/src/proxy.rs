@@ -36,7 +36,7 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::format::{Property, Reader, Side};
+use crate::format::{Reader, Side};
 use crate::plan::{Host, Outcome, Plan, Scratch};
 
 proxy_wasm::main! {{
@@ -401,8 +401,7 @@ impl Reader for Abi<'_> {
         read_header(of, name)
     }
 
-    fn property(&self, property: Property) -> Option<Vec<u8>> {
-        let path = property.path();
+    fn property(&self, path: &[u8]) -> Option<Vec<u8>> {
         let (mut data, mut size) = (null_mut(), 0);
         // SAFETY: as for headers.
         let status =
