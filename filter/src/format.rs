@@ -450,6 +450,8 @@ fn render_attribute(render: &Render, value: &mut Vec<u8>) -> Option<()> {
                 [] => 0,
                 bytes => u64::from_le_bytes(bytes.try_into().ok()?),
             };
+            // Digits go through a stack buffer: the host's 8 bytes grow
+            // (once) only for numbers longer than that.
             value.clear();
             if *signed {
                 time::push_int(value, number as i64);
@@ -460,6 +462,7 @@ fn render_attribute(render: &Render, value: &mut Vec<u8>) -> Option<()> {
         Render::Time(format) => {
             let nanos = i64::from_le_bytes(value.as_slice().try_into().ok()?);
             value.clear();
+            reserve(value, 64);
             format.render(nanos, value);
         }
         Render::Flags { long } => {
@@ -480,6 +483,13 @@ fn render_attribute(render: &Render, value: &mut Vec<u8>) -> Option<()> {
     }
     // Envoy's string formatters give no value for an empty string.
     (!value.is_empty()).then_some(())
+}
+
+/// Makes room for `len` bytes in one allocation when the buffer is short.
+fn reserve(value: &mut Vec<u8>, len: usize) {
+    if value.capacity() < len {
+        value.reserve_exact(len);
+    }
 }
 
 /// Length of the host in `host:port` or `[v6]:port`; the whole value if it

@@ -244,13 +244,17 @@ fn push_fraction(out: &mut Vec<u8>, fraction: u32, width: u8) {
 }
 
 fn push_padded(out: &mut Vec<u8>, value: i64, width: usize) {
-    let start = out.len();
-    push_int(out, value);
-    let written = out.len() - start;
-    if written < width {
-        let pad = width - written;
-        out.splice(start..start, std::iter::repeat_n(b'0', pad));
+    let mut digits = 1;
+    let mut rest = value.unsigned_abs() / 10;
+    while rest > 0 {
+        digits += 1;
+        rest /= 10;
     }
+    if value < 0 {
+        out.push(b'-');
+    }
+    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(digits)));
+    push_uint(out, value.unsigned_abs());
 }
 
 /// Decimal digits of `value`, without allocating.
