@@ -191,13 +191,46 @@ fn json_struct(message: &[u8], out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// A number as JSON without core's float formatting (it would double the
+/// module's size): integers as integers, others with up to 17 significant
+/// digits, trailing zeros dropped (`%.17g`-like; see the README).
 fn json_number(n: f64, out: &mut Vec<u8>) {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        super::time::push_int(out, n as i64);
-    } else {
-        // Shortest round-trip form; Envoy's may spell large or tiny
-        // numbers differently (see the README).
-        out.extend_from_slice(n.to_string().as_bytes());
+    if !n.is_finite() {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    if n < 0.0 {
+        out.push(b'-');
+    }
+    let n = n.abs();
+    let whole = n.trunc();
+    super::time::push_uint(out, whole as u64);
+    let mut fraction = n - whole;
+    if fraction == 0.0 {
+        return;
+    }
+    let mut significant = 0;
+    let mut rest = whole as u64;
+    while rest > 0 {
+        significant += 1;
+        rest /= 10;
+    }
+    out.push(b'.');
+    let dot = out.len();
+    while fraction > 0.0 && significant < 17 {
+        fraction *= 10.0;
+        let digit = fraction.trunc();
+        fraction -= digit;
+        if digit > 0.0 || significant > 0 {
+            significant += 1;
+        }
+        out.push(b'0' + digit as u8);
+    }
+    while out.len() > dot && out.last() == Some(&b'0') {
+        out.pop();
+    }
+    if out.len() == dot {
+        out.pop();
     }
 }
 
