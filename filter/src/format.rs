@@ -42,8 +42,6 @@ pub mod attribute {
     pub const RESPONSE_CODE_DETAILS: &[u8] = b"response\0code_details";
     /// int64 bitmask (`legacyResponseFlags`).
     pub const RESPONSE_FLAGS: &[u8] = b"response\0flags";
-    /// int64.
-    pub const RESPONSE_GRPC_STATUS: &[u8] = b"response\0grpc_status";
     pub const UPSTREAM_ADDRESS: &[u8] = b"upstream\0address";
     /// int64.
     pub const UPSTREAM_PORT: &[u8] = b"upstream\0port";
@@ -721,7 +719,6 @@ fn build_command(text: &str, parts: &Parts<'_>) -> Result<Command, String> {
         },
         "RESPONSE_FLAGS" => attribute(a::RESPONSE_FLAGS, Render::Flags { long: false }),
         "RESPONSE_FLAGS_LONG" => attribute(a::RESPONSE_FLAGS, Render::Flags { long: true }),
-        "GRPC_STATUS_NUMBER" => int(a::RESPONSE_GRPC_STATUS, true, false),
         "START_TIME" => {
             let format = if args.is_empty() { time::DEFAULT } else { args };
             attribute(
@@ -984,7 +981,6 @@ mod tests {
             "UPSTREAM_LOCAL_PORT",
             "RESPONSE_CODE",
             "RESPONSE_CODE_DETAILS",
-            "GRPC_STATUS_NUMBER",
         ] {
             assert!(
                 refusal(&format!("%{op}%"), Side::Request).contains("empty on the request side"),

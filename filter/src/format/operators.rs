@@ -179,7 +179,7 @@ pub const OPERATORS: &[Operator] = &[
         "GRPC_STATUS",
         Refused("renders gRPC status names the filter does not carry; use GRPC_STATUS_NUMBER"),
     ),
-    op("GRPC_STATUS_NUMBER", Response("`response.grpc_status`")),
+    op("GRPC_STATUS_NUMBER", Refused("`response.grpc_status` also gives non-gRPC responses a status (2 for a plain 200), which Envoy leaves empty")),
     op("HOSTNAME", Refused("the VM cannot read the host name")),
     op("LISTENER_NAME", Refused(NO_ATTRIBUTE)),
     op("LOCAL_REPLY_BODY", Refused("access logs only")),
