@@ -781,10 +781,13 @@ fn header_command(of: Side, args: &str, max_len: Option<usize>) -> Result<Comman
     })
 }
 
+/// Builds an attribute command from a path and a rendering.
+type MakeAttribute<'a> = dyn Fn(&[u8], Render) -> Result<Command, String> + 'a;
+
 fn metadata_command(
     path: &[u8],
     args: &str,
-    attribute: &dyn Fn(&[u8], Render) -> Result<Command, String>,
+    attribute: &MakeAttribute<'_>,
 ) -> Result<Command, String> {
     let mut keys = args.split(':');
     let namespace = keys.next().unwrap_or_default();
