@@ -375,8 +375,8 @@ pub(crate) fn parse_level_field(
     response: &mut Rules,
 ) -> Result<(), ConfigError> {
     match key {
-        "request_headers_to_add" => request.add = parse_rules(path, value)?,
-        "response_headers_to_add" => response.add = parse_rules(path, value)?,
+        "request_headers_to_add" => request.add = parse_rules(path, value, Side::Request)?,
+        "response_headers_to_add" => response.add = parse_rules(path, value, Side::Response)?,
         "request_headers_to_remove" => request.remove = parse_names(path, value)?,
         _ => response.remove = parse_names(path, value)?,
     }
@@ -470,8 +470,13 @@ fn parse_flat_form(object: &[(String, Json)]) -> Result<Config, ConfigError> {
     })
 }
 
-fn parse_rules(path: &str, value: &Json) -> Result<Vec<HeaderRule>, ConfigError> {
-    parse_list(path, value, parse_rule)
+fn parse_rules(path: &str, value: &Json, side: Side) -> Result<Vec<HeaderRule>, ConfigError> {
+    let items = expect_array(path, value)?;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        out.push(parse_rule(&item_path(path, i), item, side)?);
+    }
+    Ok(out)
 }
 
 /// Parses each item of the array at `path` (a loop, not `collect` into a
@@ -510,7 +515,7 @@ pub(crate) fn field_path(path: &str, key: &str) -> String {
     out
 }
 
-fn parse_rule(path: &str, value: &Json) -> Result<HeaderRule, ConfigError> {
+fn parse_rule(path: &str, value: &Json, side: Side) -> Result<HeaderRule, ConfigError> {
     let object = expect_object(path, value)?;
     let mut header = None;
     let mut action = None;
@@ -519,7 +524,7 @@ fn parse_rule(path: &str, value: &Json) -> Result<HeaderRule, ConfigError> {
     for (key, value) in object {
         let field = field_path(path, key);
         match key.as_str() {
-            "header" => header = Some(parse_header(&field, value)?),
+            "header" => header = Some(parse_header(&field, value, side)?),
             "append_action" => {
                 let name = expect_string(&field, value)?;
                 action = Some(AppendAction::parse(name).ok_or_else(|| {
@@ -560,7 +565,7 @@ fn parse_rule(path: &str, value: &Json) -> Result<HeaderRule, ConfigError> {
     })
 }
 
-fn parse_header(path: &str, value: &Json) -> Result<(HeaderName, Format), ConfigError> {
+fn parse_header(path: &str, value: &Json, side: Side) -> Result<(HeaderName, Format), ConfigError> {
     let object = expect_object(path, value)?;
     let mut key = None;
     let mut text = "";
@@ -577,7 +582,8 @@ fn parse_header(path: &str, value: &Json) -> Result<(HeaderName, Format), Config
     let name = HeaderName::parse(key).map_err(|reason| ConfigError::new(&key_path, reason))?;
     let value_path = field_path(path, "value");
     check_value(&value_path, text)?;
-    let format = Format::parse(text).map_err(|e| ConfigError::new(&value_path, e.to_string()))?;
+    let format =
+        Format::parse(text, side).map_err(|e| ConfigError::new(&value_path, e.to_string()))?;
     Ok((name, format))
 }
 

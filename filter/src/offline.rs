@@ -9,7 +9,7 @@
 //! by response rules are the request's as the request rules left them
 //! (what the module keeps, since Envoy closes the request map).
 
-use crate::format::{Property, Reader, Side};
+use crate::format::{Reader, Side};
 use crate::matcher::HeaderPairs;
 use crate::plan::{Host, Outcome, Plan, Scratch};
 
@@ -18,10 +18,9 @@ use crate::plan::{Host, Outcome, Plan, Scratch};
 pub struct MemoryStream {
     pub request: Vec<(String, Vec<u8>)>,
     pub response: Vec<(String, Vec<u8>)>,
-    /// Stream properties (`source.address`...) a formatter may read.
-    pub properties: Vec<(Property, Vec<u8>)>,
-    /// `xds.route_name`: the Envoy route the request took, if any.
-    pub route_name: Option<Vec<u8>>,
+    /// Attributes (`source.address`, `xds.route_name`...) as the host
+    /// serializes them, by path (see [`crate::format::attribute`]).
+    pub properties: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// What [`MemoryStream::run`] did.
@@ -49,9 +48,12 @@ impl MemoryStream {
         self
     }
 
-    pub fn set_property(&mut self, property: Property, value: &str) -> &mut MemoryStream {
-        self.properties.retain(|(p, _)| *p != property);
-        self.properties.push((property, value.as_bytes().to_vec()));
+    /// Sets the attribute at `path` (a string attribute's bytes, or an
+    /// integer's 8 little-endian bytes).
+    pub fn set_property(&mut self, path: &[u8], value: impl AsRef<[u8]>) -> &mut MemoryStream {
+        self.properties.retain(|(p, _)| p != path);
+        self.properties
+            .push((path.to_vec(), value.as_ref().to_vec()));
         self
     }
 
@@ -107,10 +109,10 @@ impl Reader for MemoryStream {
             .map(|(_, v)| v.clone())
     }
 
-    fn property(&self, property: Property) -> Option<Vec<u8>> {
+    fn property(&self, path: &[u8]) -> Option<Vec<u8>> {
         self.properties
             .iter()
-            .find(|(p, _)| *p == property)
+            .find(|(p, _)| p == path)
             .map(|(_, v)| v.clone())
     }
 }
@@ -131,9 +133,5 @@ impl Host for MemoryStream {
 
     fn header_map(&self, side: Side) -> Vec<u8> {
         HeaderPairs::encode(self.map(side))
-    }
-
-    fn route_name(&self) -> Option<Vec<u8>> {
-        self.route_name.clone()
     }
 }

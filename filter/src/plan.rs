@@ -16,7 +16,7 @@
 //! plan's own bytes. No proxy-wasm here.
 
 use crate::config::{AppendAction, Config, ConfigError, HeaderRule, Rules};
-use crate::format::{Format, Reader, Side};
+use crate::format::{attribute, Format, Reader, Side};
 use crate::matcher::HeaderPairs;
 use crate::route::{parse_status, RequestView, ResponseCondition, ResponseRule, RouteMatch};
 
@@ -34,8 +34,6 @@ pub trait Host: Reader {
     /// `get_header_map_pairs` returns it (see [`HeaderPairs`]). Read once
     /// per side, and only by plans whose matchers need it.
     fn header_map(&self, side: Side) -> Vec<u8>;
-    /// `xds.route_name`: the name of the Envoy route the request took.
-    fn route_name(&self) -> Option<Vec<u8>>;
 }
 
 /// What one application did, for the filter's counters.
@@ -330,7 +328,7 @@ impl Plan {
             &path_read
         };
         let route_name = if self.routes_read_route_name {
-            host.route_name()
+            host.property(attribute::ROUTE_NAME)
         } else {
             None
         };
@@ -553,7 +551,7 @@ impl Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::Property;
+    use crate::format::attribute;
     use crate::offline::MemoryStream;
 
     fn stream(request: &[(&str, &str)]) -> MemoryStream {
@@ -689,7 +687,7 @@ mod tests {
     #[test]
     fn response_rules_can_read_the_request() {
         let mut s = stream(&[("x-id", "42")]);
-        s.set_property(Property::DownstreamRemoteAddress, "10.0.0.1:555");
+        s.set_property(attribute::SOURCE_ADDRESS, "10.0.0.1:555");
         let config = r#"{"response_headers_to_add":[
             {"header":{"key":"x-echo-id","value":"%REQ(x-id)%"}},
             {"header":{"key":"x-client","value":"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}],
@@ -880,7 +878,9 @@ mod tests {
         .unwrap();
         let run = |method: &str, path: &str, route_name: Option<&str>| {
             let mut s = stream(&[(":method", method), (":path", path)]);
-            s.route_name = route_name.map(|n| n.as_bytes().to_vec());
+            if let Some(name) = route_name {
+                s.set_property(attribute::ROUTE_NAME, name);
+            }
             s.run(&plan, false);
             s.values(Side::Request, "x-r")
         };

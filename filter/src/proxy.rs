@@ -36,7 +36,7 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::format::{Property, Reader, Side};
+use crate::format::{Reader, Side};
 use crate::plan::{Host, Outcome, Plan, Scratch};
 
 proxy_wasm::main! {{
@@ -492,8 +492,8 @@ impl Reader for Abi<'_> {
         read_header(of, name)
     }
 
-    fn property(&self, property: Property) -> Option<Vec<u8>> {
-        read_property(property.path())
+    fn property(&self, path: &[u8]) -> Option<Vec<u8>> {
+        read_property(path)
     }
 
     fn formatter_header(&self, of: Side, name: &str) -> Option<Vec<u8>> {

@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use header_filter::format::{Property, Reader, Side};
+use header_filter::format::{attribute, Reader, Side};
 use header_filter::matcher::HeaderPairs;
 use header_filter::plan::{Host, Scratch};
 use header_filter::Plan;
@@ -41,8 +41,18 @@ impl Reader for Null {
     fn header(&self, _of: Side, _name: &str) -> Option<Vec<u8>> {
         Some(b"value".to_vec())
     }
-    fn property(&self, _property: Property) -> Option<Vec<u8>> {
-        Some(b"10.0.0.1:80".to_vec())
+    fn property(&self, path: &[u8]) -> Option<Vec<u8>> {
+        Some(match path {
+            attribute::SOURCE_ADDRESS | attribute::UPSTREAM_ADDRESS => b"10.0.0.1:80".to_vec(),
+            attribute::RESPONSE_CODE_DETAILS => b"via upstream".to_vec(),
+            attribute::ROUTE_NAME => b"reviews-v2".to_vec(),
+            // Integers, bitmasks and timestamps: 8 bytes little-endian.
+            attribute::RESPONSE_CODE => 200i64.to_le_bytes().to_vec(),
+            attribute::UPSTREAM_PORT => 8080i64.to_le_bytes().to_vec(),
+            attribute::CONNECTION_ID => 7u64.to_le_bytes().to_vec(),
+            attribute::RESPONSE_FLAGS => (1i64 << 5).to_le_bytes().to_vec(),
+            _ => 1_700_000_000_123_456_789i64.to_le_bytes().to_vec(),
+        })
     }
 }
 
@@ -66,9 +76,6 @@ impl Host for Null {
             (":method", "GET"),
             ("x-a", "1"),
         ])
-    }
-    fn route_name(&self) -> Option<Vec<u8>> {
-        Some(b"reviews-v2".to_vec())
     }
 }
 
@@ -108,6 +115,26 @@ fn allocation_budget_per_request() {
         (2, 2),
         "one per header written"
     );
+
+    // Decoded in the host's buffer: integers, times, flags, addresses.
+    let decoded = r#"{"response_headers_to_add":[
+        {"header":{"key":"a","value":"%START_TIME(%Y-%m-%dT%H:%M:%S.%6f %s)%"}},
+        {"header":{"key":"b","value":"%RESPONSE_CODE%"}},
+        {"header":{"key":"c","value":"%RESPONSE_FLAGS%"}},
+        {"header":{"key":"d","value":"%UPSTREAM_REMOTE_PORT%"}},
+        {"header":{"key":"e","value":"%UPSTREAM_HOST%"}},
+        {"header":{"key":"f","value":"%CONNECTION_ID%"}},
+        {"header":{"key":"g","value":"%RESPONSE_CODE_DETAILS%"}}]}"#;
+    assert_eq!(
+        per_request(decoded, Side::Response),
+        (8, 7),
+        "one host buffer per header, rewritten in place; the time outgrows its 8 bytes once"
+    );
+
+    // Configure-time values are constants: nothing per request.
+    let environment = r#"{"response_headers_to_add":[
+        {"header":{"key":"a","value":"%ENVIRONMENT(HEADER_FILTER_NO_SUCH_VARIABLE)%"}}]}"#;
+    assert_eq!(per_request(environment, Side::Response), (0, 1));
 
     let composite = r#"{"request_headers_to_add":[
         {"header":{"key":"a","value":"v=%REQ(x)%;p=%PROTOCOL%"}}]}"#;

@@ -307,7 +307,7 @@ pub struct RenderArgs {
 
 impl RenderArgs {
     fn exchange(&self) -> Result<crate::render::Exchange> {
-        use header_filter::format::Property;
+        use header_filter::format::attribute;
         let (method, path) = crate::render::parse_request_line(&self.request)?;
         let headers = |list: &[String]| -> Result<Vec<(String, String)>> {
             list.iter()
@@ -323,15 +323,21 @@ impl RenderArgs {
             route_name: self.route_name.clone(),
             properties: vec![
                 (
-                    Property::DownstreamRemoteAddress,
-                    self.remote_address.clone(),
+                    attribute::SOURCE_ADDRESS,
+                    self.remote_address.clone().into_bytes(),
                 ),
-                (Property::DownstreamLocalAddress, self.local_address.clone()),
                 (
-                    Property::UpstreamRemoteAddress,
-                    self.upstream_address.clone(),
+                    attribute::DESTINATION_ADDRESS,
+                    self.local_address.clone().into_bytes(),
                 ),
-                (Property::Protocol, self.protocol.clone()),
+                (
+                    attribute::UPSTREAM_ADDRESS,
+                    self.upstream_address.clone().into_bytes(),
+                ),
+                (
+                    attribute::REQUEST_PROTOCOL,
+                    self.protocol.clone().into_bytes(),
+                ),
             ],
             status: self.status,
             response_headers: headers(&self.response_headers)?,

@@ -5,7 +5,7 @@
 //! wrote, so configurations can be tested in CI without Envoy.
 
 use header_filter::config::ConfigError;
-use header_filter::format::{Property, Side};
+use header_filter::format::{attribute, Side};
 use header_filter::offline::MemoryStream;
 use header_filter::{Config, Plan};
 use serde::Serialize;
@@ -24,8 +24,9 @@ pub struct Exchange {
     /// `xds.route_name`: the Envoy route the request took (Istio names its
     /// routes), for `route_name` matchers.
     pub route_name: Option<String>,
-    /// Stream properties formatters read (`source.address`...).
-    pub properties: Vec<(Property, String)>,
+    /// Attributes formatters read, by path (`attribute::SOURCE_ADDRESS`...),
+    /// as the host serializes them.
+    pub properties: Vec<(&'static [u8], Vec<u8>)>,
     /// The response status; `None` runs the request side only.
     pub status: Option<u16>,
     pub response_headers: Vec<(String, String)>,
@@ -112,10 +113,12 @@ pub fn render(config: &[u8], exchange: &Exchange) -> Result<Report, RenderError>
         properties: exchange
             .properties
             .iter()
-            .map(|(p, v)| (*p, v.as_bytes().to_vec()))
+            .map(|(p, v)| (p.to_vec(), v.clone()))
             .collect(),
-        route_name: exchange.route_name.as_ref().map(|n| n.as_bytes().to_vec()),
     };
+    if let Some(name) = &exchange.route_name {
+        stream.set_property(attribute::ROUTE_NAME, name);
+    }
     let before = stream.clone();
     let run = stream.run(&plan, exchange.status.is_some());
     let route = run.route.map(usize::from);

@@ -117,3 +117,57 @@ pub fn bootstrap_yaml(listeners: &[&str], upstream_port: u16, extra_clusters: &s
         static_cluster_yaml("echo", upstream_port)
     )
 }
+
+/// [`local_wasm_filter_yaml`] whose VM sees `host_env_keys` of Envoy's own
+/// environment (`vm_config.environment_variables`), for `%ENVIRONMENT(..)%`.
+pub fn wasm_filter_with_env_yaml(
+    module: &Path,
+    config_json: &str,
+    host_env_keys: &[&str],
+) -> String {
+    let base = local_wasm_filter_yaml(module, config_json);
+    let keys = serde_json::to_string(host_env_keys).unwrap();
+    base.replace(
+        "                  runtime: envoy.wasm.runtime.v8\n",
+        &format!(
+            "                  runtime: envoy.wasm.runtime.v8\n                  environment_variables: {{ host_env_keys: {keys} }}\n"
+        ),
+    )
+}
+
+/// Envoy's own `envoy.filters.http.header_mutation` filter appending each
+/// `(name, value)` to the request or the response, `keep_empty_value` set
+/// so an empty rendering shows as an empty header.
+pub fn header_mutation_yaml(request: &[(String, String)], response: &[(String, String)]) -> String {
+    let list = |items: &[(String, String)]| -> String {
+        items
+            .iter()
+            .map(|(name, value)| {
+                format!(
+                    "\n                - append: {{ header: {{ key: {}, value: {} }}, keep_empty_value: true }}",
+                    serde_json::to_string(name).unwrap(),
+                    serde_json::to_string(value).unwrap()
+                )
+            })
+            .collect()
+    };
+    format!(
+        r#"          - name: envoy.filters.http.header_mutation
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+              mutations:
+                request_mutations:{}
+                response_mutations:{}
+"#,
+        if request.is_empty() {
+            " []".to_string()
+        } else {
+            list(request)
+        },
+        if response.is_empty() {
+            " []".to_string()
+        } else {
+            list(response)
+        },
+    )
+}
