@@ -33,15 +33,10 @@ use std::cell::RefCell;
 use std::ptr::null_mut;
 use std::time::Duration;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{Action, LogLevel, MapType, MetricType, Status};
 
 use crate::format::{Reader, Side};
 use crate::plan::{Host, Outcome, Plan, Scratch};
-
-proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root { id }) });
-}}
 
 /// Per-VM state.
 struct Shared {
@@ -114,19 +109,16 @@ impl Shared {
         self.streams.binary_search_by_key(&stream, |r| r.id)
     }
 
-    /// The index in `roots` of the root of `stream`: the one the SDK told
-    /// us, else its record, else the only root.
-    fn root_of(&self, stream: u32, known: Option<u32>) -> Option<usize> {
-        if let ([_], [], None) = (self.roots.as_slice(), self.streams.as_slice(), known) {
+    /// The index in `roots` of the root of `stream`: from its record, else
+    /// the only root.
+    fn root_of(&self, stream: u32) -> Option<usize> {
+        if let ([_], []) = (self.roots.as_slice(), self.streams.as_slice()) {
             return Some(0);
         }
-        let id = match known {
-            Some(id) => id,
-            None => match self.record(stream) {
-                Ok(i) => self.streams[i].root,
-                Err(_) if self.roots.len() == 1 => self.roots[0].id,
-                Err(_) => return None,
-            },
+        let id = match self.record(stream) {
+            Ok(i) => self.streams[i].root,
+            Err(_) if self.roots.len() == 1 => self.roots[0].id,
+            Err(_) => return None,
         };
         self.roots.iter().position(|r| r.id == id)
     }
@@ -245,93 +237,48 @@ mod roots {
             }
         }
     }
-
-    pub fn forget(id: u32) {
-        with_shared(|shared| shared.roots.retain(|r| r.id != id));
-    }
 }
 
-/// A root context as the SDK's dispatch sees it (unpruned cargo output).
-struct Root {
-    id: u32,
+/// A stream's request headers: the plan's request side, and what its
+/// response side needs kept.
+fn on_request_headers(stream: u32) {
+    with_shared(|shared| {
+        let Some(root) = shared.root_of(stream) else {
+            return;
+        };
+        let route = request(shared, root);
+        let plan = &shared.roots[root].plan;
+        // The response side needs the route only if it acts there.
+        let route = route.filter(|&r| plan.route_affects_response(r));
+        let names = plan.request_headers_for_response();
+        if !names.is_empty() || route.is_some() {
+            let kept = names
+                .iter()
+                .map(|n| read_header(Side::Request, n))
+                .collect();
+            let record = shared.record_mut(stream, root);
+            record.kept = kept;
+            record.route = route;
+        }
+    });
 }
 
-impl Context for Root {
-    fn on_done(&mut self) -> bool {
-        roots::forget(self.id);
-        true
-    }
-}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        roots::configure(self.id)
-    }
-
-    fn on_tick(&mut self) {
-        roots::tick(self.id);
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream {
-            id: context_id,
-            root: Some(self.id),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-}
-
-/// A stream: its context id, and its root when the SDK created it.
-struct Stream {
-    id: u32,
-    root: Option<u32>,
-}
-
-impl Context for Stream {}
-
-impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        with_shared(|shared| {
-            let Some(root) = shared.root_of(self.id, self.root) else {
-                return;
-            };
-            let route = request(shared, root);
-            let plan = &shared.roots[root].plan;
-            // The response side needs the route only if it acts there.
-            let route = route.filter(|&r| plan.route_affects_response(r));
-            let names = plan.request_headers_for_response();
-            if !names.is_empty() || route.is_some() {
-                let kept = names
-                    .iter()
-                    .map(|n| read_header(Side::Request, n))
-                    .collect();
-                let record = shared.record_mut(self.id, root);
-                record.kept = kept;
-                record.route = route;
+/// A stream's response headers: the plan's response side, with what the
+/// request side kept.
+fn on_response_headers(stream: u32) {
+    with_shared(|shared| {
+        let Some(root) = shared.root_of(stream) else {
+            return;
+        };
+        let (kept, route) = match shared.record(stream) {
+            Ok(i) => {
+                let record = shared.streams.remove(i);
+                (record.kept, record.route)
             }
-        });
-        Action::Continue
-    }
-
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        with_shared(|shared| {
-            let Some(root) = shared.root_of(self.id, self.root) else {
-                return;
-            };
-            let (kept, route) = match shared.record(self.id) {
-                Ok(i) => {
-                    let record = shared.streams.remove(i);
-                    (record.kept, record.route)
-                }
-                Err(_) => (Vec::new(), None),
-            };
-            response(shared, root, route, &kept);
-        });
-        Action::Continue
-    }
+            Err(_) => (Vec::new(), None),
+        };
+        response(shared, root, route, &kept);
+    });
 }
 
 /// Runs the request side of the plan of the root at index `root`; returns
@@ -400,28 +347,22 @@ pub extern "C" fn header_filter_on_context_create(context_id: u32, root_context_
 #[no_mangle]
 pub extern "C" fn header_filter_on_request_headers(
     context_id: u32,
-    num_headers: usize,
-    end_of_stream: bool,
+    _num_headers: usize,
+    _end_of_stream: bool,
 ) -> Action {
-    Stream {
-        id: context_id,
-        root: None,
-    }
-    .on_http_request_headers(num_headers, end_of_stream)
+    on_request_headers(context_id);
+    Action::Continue
 }
 
 /// `proxy_on_response_headers` of the built module.
 #[no_mangle]
 pub extern "C" fn header_filter_on_response_headers(
     context_id: u32,
-    num_headers: usize,
-    end_of_stream: bool,
+    _num_headers: usize,
+    _end_of_stream: bool,
 ) -> Action {
-    Stream {
-        id: context_id,
-        root: None,
-    }
-    .on_http_response_headers(num_headers, end_of_stream)
+    on_response_headers(context_id);
+    Action::Continue
 }
 
 /// `_initialize` of the built module: the C runtime's constructors, and
@@ -555,10 +496,6 @@ impl Host for Abi<'_> {
         // SAFETY: as for a header value: one host allocation of `size`.
         let status = unsafe { abi::proxy_get_header_map_pairs(map(side), &mut data, &mut size) };
         take_buffer(status, data, size).unwrap_or_default()
-    }
-
-    fn route_name(&self) -> Option<Vec<u8>> {
-        read_property(b"xds\0route_name")
     }
 }
 

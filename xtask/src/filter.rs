@@ -33,6 +33,12 @@ pub fn filter_wasm_path() -> PathBuf {
     paths::target_dir().join("header_filter.wasm")
 }
 
+/// The built module with the C allocator still exported, for the test
+/// that Envoy's preferred `malloc` and the SDK's frees are one allocator.
+pub fn with_malloc_path() -> PathBuf {
+    paths::target_dir().join("header_filter.with-malloc.wasm")
+}
+
 /// Builds the module, runs the post-link steps and prints the result.
 pub fn build_filter() -> Result<PathBuf> {
     let compiled = compile()?;
@@ -65,7 +71,7 @@ fn compile() -> Result<PathBuf> {
 fn post_link(compiled: PathBuf) -> Result<PathBuf> {
     let final_path = filter_wasm_path();
     let pruned_path = final_path.with_extension("pruned.wasm");
-    let pruned = crate::prune::prune(&compiled, &pruned_path)?;
+    let pruned = crate::prune::prune(&compiled, &pruned_path, false)?;
     say!(
         "build-filter: dropped {} unused exports ({} -> {} bytes)",
         pruned.dropped.len(),
@@ -74,6 +80,8 @@ fn post_link(compiled: PathBuf) -> Result<PathBuf> {
     );
     wasm_opt(&pruned_path, &final_path)?;
     std::fs::remove_file(&pruned_path).ok();
+    // The test variant that keeps `malloc` exported (see prune::prune).
+    crate::prune::prune(&compiled, &with_malloc_path(), true)?;
     Ok(final_path)
 }
 

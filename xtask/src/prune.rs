@@ -66,8 +66,11 @@ pub struct Pruned {
 }
 
 /// Rewrites `input` into `output` with the exports described above, and
-/// without the code that becomes unreachable.
-pub fn prune(input: &Path, output: &Path) -> Result<Pruned> {
+/// without the code that becomes unreachable. `keep_c_allocator` keeps the
+/// `malloc` family exported (Envoy then prefers `malloc` for the buffers
+/// it hands the module): a variant for the test that both allocators are
+/// one.
+pub fn prune(input: &Path, output: &Path, keep_c_allocator: bool) -> Result<Pruned> {
     let size_before = std::fs::metadata(input)
         .with_context(|| format!("reading {}", input.display()))?
         .len();
@@ -76,7 +79,7 @@ pub fn prune(input: &Path, output: &Path) -> Result<Pruned> {
     let names: Vec<String> = module.exports.iter().map(|e| e.name.clone()).collect();
     let needed = KEPT_FROM_SDK
         .iter()
-        .chain(RENAMED.iter().flat_map(|(ours, sdk)| [ours, sdk]));
+        .chain(RENAMED.iter().map(|(ours, _)| ours));
     for name in needed {
         if !names.iter().any(|n| n == name) {
             bail!(
@@ -93,7 +96,7 @@ pub fn prune(input: &Path, output: &Path) -> Result<Pruned> {
             let name = e.name.as_str();
             (name.starts_with("proxy_on_") && !KEPT_FROM_SDK.contains(&name))
                 || renamed_to.contains(&name)
-                || C_ALLOCATOR.contains(&name)
+                || (C_ALLOCATOR.contains(&name) && !keep_c_allocator)
         })
         .map(|e| (e.id(), e.name.clone()))
         .collect();
