@@ -6,10 +6,10 @@
 //! by `tests/routes_envoy.rs`.
 //!
 //! Parsing compiles everything (regexes included) at configure time.
-//! Matching allocates nothing: headers are read from one [`HeaderPairs`]
-//! buffer, case-insensitive comparisons compare in place, and a header sent
-//! more than once is joined (as Envoy joins it, with `,`) into a buffer that
-//! is reused from request to request.
+//! Matching allocates nothing: headers are read in place from one
+//! [`HeaderPairs`] buffer, case-insensitive comparisons compare in place,
+//! and regexes run on the bytes themselves (only a regex over non-ASCII
+//! input widens it to Latin-1 characters first).
 
 use std::fmt;
 
@@ -30,8 +30,11 @@ pub struct Pattern {
 
 impl Pattern {
     /// Compiles `source` anchored at both ends; the error is the reason.
+    /// Like Envoy's RE2, the pattern and the input are read as Latin-1:
+    /// one character per byte (`.` matches one byte of `é`'s two, and
+    /// `\xC3` matches the byte 0xC3).
     pub fn new(source: &str) -> Result<Pattern, String> {
-        let anchored = format!("^(?:{source})$");
+        let anchored = format!("^(?:{})$", latin1(source.as_bytes()));
         match Regex::new(&anchored) {
             Ok(regex) => Ok(Pattern {
                 source: source.to_string(),
@@ -65,14 +68,26 @@ impl Pattern {
         Pattern::new(regex).map_err(|reason| ConfigError::new(&field, reason))
     }
 
-    /// Whether the whole of `input` matches. Input that is not UTF-8 (only
-    /// obs-text in a header value can be) never matches.
+    /// Whether the whole of `input` matches, its bytes read as Latin-1.
+    /// ASCII input (nearly all) is matched in place; other input is widened
+    /// to one character per byte first, which allocates.
     pub fn is_match(&self, input: &[u8]) -> bool {
-        std::str::from_utf8(input).is_ok_and(|text| self.regex.is_match(text))
+        match std::str::from_utf8(input) {
+            Ok(text) if text.is_ascii() => self.regex.is_match(text),
+            _ => self.regex.is_match(&latin1(input)),
+        }
     }
 
     pub fn as_str(&self) -> &str {
         &self.source
+    }
+}
+
+/// `bytes` with each byte as the character of that code point.
+fn latin1(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if text.is_ascii() => std::borrow::Cow::Borrowed(text),
+        _ => std::borrow::Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()),
     }
 }
 
@@ -357,23 +372,42 @@ impl HeaderMatcher {
         })
     }
 
-    /// Judges the header's value: `None` when absent, else every value of
-    /// the header joined with `,` (as Envoy's `getAllOfHeaderAsString`).
+    /// Judges a header with one value, or none (absent).
     pub fn matches(&self, value: Option<&[u8]>) -> bool {
-        let value = match value {
-            Some(value) => value,
-            None if self.treat_missing_as_empty => b"",
-            None => {
-                // Envoy: a missing header matches only a presence test
-                // that expects it missing, whatever `invert_match` says
-                // of other tests.
-                return match self.kind {
-                    HeaderMatch::Present(present) => present == self.invert,
-                    _ => false,
-                };
-            }
-        };
-        let matched = match &self.kind {
+        match value {
+            Some(value) => self.value_matches(value) != self.invert,
+            None => self.missing_matches(),
+        }
+    }
+
+    /// Judges the header `name` of `headers`. A header sent more than once
+    /// is judged value by value, as Envoy 1.40 does
+    /// (`envoy.reloadable_features.match_headers_individually`, on since
+    /// 1.39): it matches when any value does (inverted: when none does).
+    pub fn matches_in(&self, headers: &HeaderPairs<'_>) -> bool {
+        let mut values = headers.values(&self.name).peekable();
+        if values.peek().is_none() {
+            return self.missing_matches();
+        }
+        values.any(|value| self.value_matches(value)) != self.invert
+    }
+
+    /// Envoy: a missing header matches only a presence test that expects
+    /// it missing, whatever `invert_match` says of other tests, unless it
+    /// is treated as empty.
+    fn missing_matches(&self) -> bool {
+        if self.treat_missing_as_empty {
+            return self.value_matches(b"") != self.invert;
+        }
+        match self.kind {
+            HeaderMatch::Present(present) => present == self.invert,
+            _ => false,
+        }
+    }
+
+    /// Whether one present value satisfies the match (before `invert`).
+    fn value_matches(&self, value: &[u8]) -> bool {
+        match &self.kind {
             HeaderMatch::Present(present) => *present,
             HeaderMatch::String(matcher) => matcher.matches(value),
             HeaderMatch::LegacyExact(expected) => {
@@ -383,14 +417,7 @@ impl HeaderMatcher {
                 .ok()
                 .and_then(parse_i64)
                 .is_some_and(|n| *start <= n && n < *end),
-        };
-        matched != self.invert
-    }
-
-    /// Reads the header from `headers` (joining repeated entries into
-    /// `joined`) and judges it.
-    pub fn matches_in(&self, headers: &HeaderPairs<'_>, joined: &mut Vec<u8>) -> bool {
-        self.matches(headers.joined(&self.name, joined))
+        }
     }
 
     pub fn write_json(&self, out: &mut String) {
@@ -640,28 +667,14 @@ impl<'a> HeaderPairs<'a> {
             .map(|(_, v)| v)
     }
 
-    /// Every value of `name` joined with `,`, as Envoy's matchers see a
-    /// header sent more than once: a slice of the map when it was sent
-    /// once, else a copy in `joined` (reused, so no allocation once warm).
-    pub fn joined<'j>(&self, name: &str, joined: &'j mut Vec<u8>) -> Option<&'j [u8]>
+    /// Every value of `name`, in order.
+    pub fn values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + 'n
     where
-        'a: 'j,
+        'a: 'n,
     {
-        let mut values = self
-            .iter()
-            .filter(|(n, _)| *n == name.as_bytes())
-            .map(|(_, v)| v);
-        let first = values.next()?;
-        let Some(second) = values.next() else {
-            return Some(first);
-        };
-        joined.clear();
-        joined.extend_from_slice(first);
-        for value in std::iter::once(second).chain(values) {
-            joined.push(b',');
-            joined.extend_from_slice(value);
-        }
-        Some(joined.as_slice())
+        self.iter()
+            .filter(move |(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
     }
 }
 
@@ -724,11 +737,6 @@ mod tests {
                 "{config} on {input:?}"
             );
         }
-    }
-
-    #[test]
-    fn regex_never_matches_bytes_that_are_not_utf8() {
-        assert!(!string_matcher(r#"{"safe_regex":{"regex":".*"}}"#).matches(b"\xff"));
     }
 
     #[test]
@@ -883,15 +891,49 @@ mod tests {
     }
 
     #[test]
-    fn repeated_headers_are_joined_with_commas() {
-        let bytes = HeaderPairs::encode(&[("x-a", "1"), ("x-b", "2"), ("x-a", "3")]);
+    fn repeated_headers_are_matched_value_by_value() {
+        let bytes = HeaderPairs::encode(&[("x-a", "abc"), ("x-b", "2"), ("x-a", "def")]);
         let pairs = HeaderPairs::new(&bytes);
-        let mut joined = Vec::new();
-        assert_eq!(pairs.joined("x-a", &mut joined), Some(&b"1,3"[..]));
-        assert_eq!(pairs.joined("x-b", &mut Vec::new()), Some(&b"2"[..]));
-        assert_eq!(pairs.joined("x-c", &mut Vec::new()), None);
-        let m = header_matcher(r#"{"name":"x-a","string_match":{"exact":"1,3"}}"#);
-        assert!(m.matches_in(&pairs, &mut joined));
+        let judge = |config: &str| header_matcher(config).matches_in(&pairs);
+        assert!(judge(r#"{"name":"x-a","string_match":{"exact":"abc"}}"#));
+        assert!(judge(r#"{"name":"x-a","string_match":{"exact":"def"}}"#));
+        assert!(!judge(
+            r#"{"name":"x-a","string_match":{"exact":"abc,def"}}"#
+        ));
+        // Inverted: no value may match.
+        assert!(!judge(
+            r#"{"name":"x-a","string_match":{"exact":"abc"},"invert_match":true}"#
+        ));
+        assert!(judge(
+            r#"{"name":"x-a","string_match":{"exact":"xyz"},"invert_match":true}"#
+        ));
+        assert!(!judge(
+            r#"{"name":"x-c","string_match":{"exact":"xyz"},"invert_match":true}"#
+        ));
+        assert_eq!(
+            pairs.values("x-a").collect::<Vec<_>>(),
+            [&b"abc"[..], b"def"]
+        );
+    }
+
+    #[test]
+    fn regexes_read_bytes_as_latin1_as_envoys_re2() {
+        let matcher = |regex: &str| {
+            string_matcher(&format!(r#"{{"safe_regex":{{"regex":{}}}}}"#, {
+                let mut out = String::new();
+                json::write_string(&mut out, regex);
+                out
+            }))
+        };
+        let input = "aéc".as_bytes(); // 61 c3 a9 63
+        assert!(!matcher("a.c").matches(input));
+        assert!(matcher("a..c").matches(input));
+        assert!(matcher(r"a\xC3\xA9c").matches(input));
+        assert!(
+            matcher("aéc").matches(input),
+            "a literal é is its two bytes"
+        );
+        assert!(matcher("a.+").matches(b"a\xff\x80"), "not UTF-8 at all");
     }
 
     #[test]

@@ -121,8 +121,6 @@ pub struct Staged {
 #[derive(Debug, Default)]
 pub struct Scratch {
     staged: Vec<Staged>,
-    /// A header sent more than once, joined for a matcher.
-    joined: Vec<u8>,
     /// Which response rules hold, decided before any response write.
     holds: Vec<bool>,
 }
@@ -131,7 +129,6 @@ impl Scratch {
     pub const fn new() -> Scratch {
         Scratch {
             staged: Vec::new(),
-            joined: Vec::new(),
             holds: Vec::new(),
         }
     }
@@ -239,7 +236,7 @@ impl Plan {
         host: &mut H,
         scratch: &mut Scratch,
     ) -> (Option<u16>, Outcome) {
-        let route = self.select_route(host, &mut scratch.joined);
+        let route = self.select_route(host);
         let route_level = route.map(|r| &self.routes[usize::from(r)].level.request);
         let mut outcome = Outcome::default();
         for level in self.ordered(route_level, &self.top.request) {
@@ -265,7 +262,7 @@ impl Plan {
             let headers = HeaderPairs::new(&map);
             let status = parse_status(headers.get(":status"));
             for rule in self.top_rules.iter().chain(route_rules) {
-                let holds = rule.condition.holds(status, &headers, &mut scratch.joined);
+                let holds = rule.condition.holds(status, &headers);
                 scratch.holds.push(holds);
             }
         }
@@ -310,7 +307,7 @@ impl Plan {
     }
 
     /// The index of the first route the request takes.
-    fn select_route<H: Host + ?Sized>(&self, host: &H, joined: &mut Vec<u8>) -> Option<u16> {
+    fn select_route<H: Host + ?Sized>(&self, host: &H) -> Option<u16> {
         if self.routes.is_empty() {
             return None;
         }
@@ -340,7 +337,7 @@ impl Plan {
         let index = self
             .routes
             .iter()
-            .position(|route| route.matcher.matches(&view, joined))?;
+            .position(|route| route.matcher.matches(&view))?;
         u16::try_from(index).ok()
     }
 

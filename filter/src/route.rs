@@ -122,6 +122,13 @@ impl RouteMatch {
                 }
                 "headers" => {
                     matcher.headers = parse_list(&field, value, HeaderMatcher::parse)?;
+                    for header in &mut matcher.headers {
+                        // Envoy's request header map answers `host` with
+                        // `:authority` (HTTP/1's Host is stored there).
+                        if header.name == "host" {
+                            header.name = ":authority".into();
+                        }
+                    }
                     continue;
                 }
                 "query_parameters" => {
@@ -152,14 +159,10 @@ impl RouteMatch {
         Ok(matcher)
     }
 
-    /// Whether the request takes this route. `joined` is reusable space for
-    /// headers sent more than once.
-    pub fn matches(&self, request: &RequestView<'_>, joined: &mut Vec<u8>) -> bool {
+    /// Whether the request takes this route.
+    pub fn matches(&self, request: &RequestView<'_>) -> bool {
         self.path_matches(request.path)
-            && self
-                .headers
-                .iter()
-                .all(|h| h.matches_in(&request.headers, joined))
+            && self.headers.iter().all(|h| h.matches_in(&request.headers))
             && self
                 .query_parameters
                 .iter()
@@ -439,15 +442,10 @@ pub struct ResponseCondition {
 impl ResponseCondition {
     /// Judges a response with `status` (`None` when it has none that
     /// parses) and `headers`.
-    pub fn holds(
-        &self,
-        status: Option<u16>,
-        headers: &HeaderPairs<'_>,
-        joined: &mut Vec<u8>,
-    ) -> bool {
+    pub fn holds(&self, status: Option<u16>, headers: &HeaderPairs<'_>) -> bool {
         (self.status.is_empty()
             || status.is_some_and(|s| self.status.iter().any(|range| range.contains(s))))
-            && self.headers.iter().all(|h| h.matches_in(headers, joined))
+            && self.headers.iter().all(|h| h.matches_in(headers))
     }
 }
 
@@ -513,7 +511,7 @@ mod tests {
             headers: HeaderPairs::new(&[]),
             route_name: None,
         };
-        matcher.matches(&view, &mut Vec::new())
+        matcher.matches(&view)
     }
 
     #[test]
@@ -563,6 +561,20 @@ mod tests {
                 "{config} on {path}"
             );
         }
+    }
+
+    #[test]
+    fn a_host_matcher_reads_the_authority_as_envoy_does() {
+        let matcher =
+            route_match(r#"{"headers":[{"name":"Host","string_match":{"exact":"a.example"}}]}"#);
+        assert_eq!(matcher.headers[0].name, ":authority");
+        let map = HeaderPairs::encode(&[(":authority", "a.example")]);
+        let view = RequestView {
+            path: b"/",
+            headers: HeaderPairs::new(&map),
+            route_name: None,
+        };
+        assert!(matcher.matches(&view));
     }
 
     #[test]
