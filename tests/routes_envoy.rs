@@ -202,6 +202,72 @@ struct Table {
     written: BTreeSet<String>,
 }
 
+impl Table {
+    fn new(tag: &str, config: &Value) -> Table {
+        let plan = Plan::from_json(config.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{tag}: the core refuses the config: {e}"));
+        let mut written = BTreeSet::new();
+        written_names(config, &mut written);
+        Table {
+            tag: tag.to_string(),
+            config: config.clone(),
+            plan,
+            written,
+        }
+    }
+
+    /// Runs `request` through the offline core as the filter at `filter`
+    /// saw it in Envoy (taking Envoy route `route_name`), with the
+    /// upstream's answer; `None` when the upstream did not answer.
+    fn offline(
+        &self,
+        request: &Request,
+        filter: SocketAddr,
+        response: &Response,
+        route_name: Option<&str>,
+    ) -> Option<(MemoryStream, Option<u16>)> {
+        response.header("x-upstream")?;
+        let mut stream = MemoryStream {
+            request: request.seen_by_filter(filter),
+            response: request.upstream_response(response.status),
+            route_name: route_name.map(|name| name.as_bytes().to_vec()),
+            ..MemoryStream::default()
+        };
+        let run = stream.run(&self.plan, true);
+        Some((stream, run.route))
+    }
+
+    /// Where the headers the configuration writes differ between what the
+    /// upstream and the client got from the filter and the offline stream.
+    fn offline_differences(
+        &self,
+        request: &Request,
+        response: &Response,
+        stream: &MemoryStream,
+    ) -> Vec<String> {
+        let mut lines = Vec::new();
+        for name in &self.written {
+            if request.method != "HEAD" {
+                let envoy = response.echoed(name);
+                let offline = stream.values(Side::Request, name);
+                if envoy != offline {
+                    lines.push(format!(
+                        "offline upstream {name}: envoy {envoy:?}, offline {offline:?}"
+                    ));
+                }
+            }
+            let envoy = response.header_all(name);
+            let offline = stream.values(Side::Response, name);
+            if envoy != offline {
+                lines.push(format!(
+                    "offline client {name}: envoy {envoy:?}, offline {offline:?}"
+                ));
+            }
+        }
+        lines
+    }
+}
+
 /// One Envoy holding a `native-<tag>` and a `filter-<tag>` listener per
 /// configuration, in front of one echo upstream.
 struct Differential {
@@ -226,8 +292,6 @@ impl Differential {
         let mut listeners = Vec::new();
         let mut tables = Vec::new();
         for (tag, config) in configs {
-            let plan = Plan::from_json(config.to_string().as_bytes())
-                .unwrap_or_else(|e| panic!("{tag}: the core refuses the config: {e}"));
             listeners.push(envoy_yaml::route_config_listener_yaml(
                 &format!("native-{tag}"),
                 "",
@@ -237,14 +301,7 @@ impl Differential {
                 &format!("filter-{tag}"),
                 &wasm_filter(config),
             ));
-            let mut written = BTreeSet::new();
-            written_names(config, &mut written);
-            tables.push(Table {
-                tag: tag.to_string(),
-                config: config.clone(),
-                plan,
-                written,
-            });
+            tables.push(Table::new(tag, config));
         }
         let listeners: Vec<&str> = listeners.iter().map(String::as_str).collect();
         let envoy = Envoy::start(&envoy_yaml::bootstrap_yaml(&listeners, upstream.port(), ""))
@@ -269,15 +326,7 @@ impl Differential {
         let filter_addr = self.envoy.listener(&format!("filter-{tag}"));
         let native = request.send(self.envoy.listener(&format!("native-{tag}")));
         let filter = request.send(filter_addr);
-        let offline = filter.header("x-upstream").map(|_| {
-            let mut stream = MemoryStream {
-                request: request.seen_by_filter(filter_addr),
-                response: request.upstream_response(filter.status),
-                ..MemoryStream::default()
-            };
-            let run = stream.run(&table.plan, true);
-            (stream, run.route)
-        });
+        let offline = table.offline(request, filter_addr, &filter, None);
         Exchange {
             request: request.clone(),
             native,
@@ -319,24 +368,7 @@ impl Differential {
                     .map(|d| format!("client {d}")),
             );
             if let Some((stream, _)) = &exchange.offline {
-                for name in &table.written {
-                    if request.method != "HEAD" {
-                        let envoy = filter.echoed(name);
-                        let offline = stream.values(Side::Request, name);
-                        if envoy != offline {
-                            lines.push(format!(
-                                "offline upstream {name}: envoy {envoy:?}, offline {offline:?}"
-                            ));
-                        }
-                    }
-                    let envoy = filter.header_all(name);
-                    let offline = stream.values(Side::Response, name);
-                    if envoy != offline {
-                        lines.push(format!(
-                            "offline client {name}: envoy {envoy:?}, offline {offline:?}"
-                        ));
-                    }
-                }
+                lines.extend(table.offline_differences(request, filter, stream));
             }
             if !lines.is_empty() {
                 found.push(format!("{request}\n    {}", lines.join("\n    ")));
@@ -771,4 +803,462 @@ fn query_parameters_match_as_envoys_router() {
     // Nothing is decoded, and a space cannot be sent raw (Envoy answers
     // 400): a matcher on a decoded value never matches.
     envoy.assert_agree("query", &requests, &["exact-space"]);
+}
+
+/// A `HeaderValueOption`.
+fn add(key: &str, value: &str, action: &str) -> Value {
+    json!({"header": {"key": key, "value": value}, "append_action": action})
+}
+
+const APPEND: &str = "APPEND_IF_EXISTS_OR_ADD";
+const OVERWRITE: &str = "OVERWRITE_IF_EXISTS_OR_ADD";
+const IF_ABSENT: &str = "ADD_IF_ABSENT";
+
+/// Top level and route level writing the same names with OVERWRITE and
+/// APPEND, removing what the other level adds, and reading with `%REQ()%`
+/// what the other level wrote.
+fn levels_config(most_specific_wins: bool) -> Value {
+    let top = |side: &str| {
+        json!([
+            add("x-both-ow", &format!("top-{side}"), OVERWRITE),
+            add("x-both-app", &format!("top-{side}"), APPEND),
+            add("x-ow-app", &format!("top-{side}"), OVERWRITE),
+            add("x-app-ow", &format!("top-{side}"), APPEND),
+            add("x-if-absent", &format!("top-{side}"), IF_ABSENT),
+            add("x-top-adds", "top", APPEND),
+            add("x-top-reads", "t=%REQ(x-both-ow)%", APPEND),
+        ])
+    };
+    let route_level = |side: &str| {
+        json!([
+            add("x-both-ow", &format!("route-{side}"), OVERWRITE),
+            add("x-both-app", &format!("route-{side}"), APPEND),
+            add("x-ow-app", &format!("route-{side}"), APPEND),
+            add("x-app-ow", &format!("route-{side}"), OVERWRITE),
+            add("x-if-absent", &format!("route-{side}"), IF_ABSENT),
+            add("x-route-adds", "route", APPEND),
+            add(
+                "x-route-reads",
+                "r=%REQ(x-in)%/%REQ(x-both-ow)%/%REQ(x-top-adds)%",
+                OVERWRITE
+            ),
+        ])
+    };
+    json!({
+        "most_specific_header_mutations_wins": most_specific_wins,
+        "request_headers_to_add": top("rq"),
+        "request_headers_to_remove": ["x-rm-top", "x-route-adds"],
+        "response_headers_to_add": top("rs"),
+        "response_headers_to_remove": ["x-rm-top", "x-route-adds"],
+        "routes": [
+            {
+                "name": "full",
+                "match": {"prefix": "/lv/full"},
+                "request_headers_to_add": route_level("rq"),
+                "request_headers_to_remove": ["x-rm-route", "x-top-adds"],
+                "response_headers_to_add": route_level("rs"),
+                "response_headers_to_remove": ["x-rm-route", "x-top-adds"],
+            },
+            {
+                "name": "remove-only",
+                "match": {"path_separated_prefix": "/lv/rm"},
+                "request_headers_to_remove": ["x-both-ow", "x-top-adds"],
+                "response_headers_to_remove": ["x-both-ow", "x-top-adds"],
+            },
+        ],
+    })
+}
+
+/// The level requests: every name present or not, on both sides.
+fn levels_requests() -> Vec<Request> {
+    const NAMES: [&str; 9] = [
+        "x-both-ow",
+        "x-both-app",
+        "x-ow-app",
+        "x-app-ow",
+        "x-if-absent",
+        "x-rm-top",
+        "x-rm-route",
+        "x-top-adds",
+        "x-route-adds",
+    ];
+    let mut requests = Vec::new();
+    for path in [
+        "/lv/full",
+        "/lv/full/x?q=1",
+        "/lv/rm",
+        "/lv/rm/x",
+        "/lv/rmx",
+        "/other",
+    ] {
+        requests.push(Request::get(path));
+        let mut sent = Request::get(path).header("x-in", "in");
+        for name in NAMES {
+            sent = sent
+                .header(name, "client")
+                .header(&format!("x-respond-{name}"), "upstream");
+        }
+        requests.push(sent.clone().header("x-both-app", "client-2"));
+        requests.push(sent.method("HEAD"));
+    }
+    requests
+}
+
+/// Both level orders, OVERWRITE and APPEND on one name at both levels,
+/// removals at both levels, `%REQ()%` at route level on both sides.
+#[test]
+fn levels_stack_as_envoys_header_parsers() {
+    let envoy = Differential::start(&[
+        ("route-first", levels_config(false)),
+        ("top-first", levels_config(true)),
+    ]);
+    let requests = levels_requests();
+    let plain = envoy.assert_agree("route-first", &requests, &[]);
+    let reversed = envoy.assert_agree("top-first", &requests, &[]);
+    // The two orders must have made a difference the comparison saw.
+    let both_ow = |exchanges: &[Exchange]| exchanges[1].filter.echoed("x-both-ow");
+    assert_eq!(both_ow(&plain), ["top-rq"]);
+    assert_eq!(both_ow(&reversed), ["route-rq"]);
+}
+
+/// One Envoy with one listener (`filter`) running the filter in front of a
+/// route table of the test's own, for what Envoy cannot do natively.
+struct FilterEnvoy {
+    envoy: Envoy,
+    table: Table,
+    _upstream: EchoUpstream,
+}
+
+impl FilterEnvoy {
+    fn start(config: &Value, route_config: &Value) -> FilterEnvoy {
+        let upstream = EchoUpstream::start();
+        let listener =
+            envoy_yaml::route_config_listener_yaml("filter", &wasm_filter(config), route_config);
+        let envoy = Envoy::start(&envoy_yaml::bootstrap_yaml(
+            &[&listener],
+            upstream.port(),
+            "",
+        ))
+        .unwrap_or_else(|e| panic!("envoy did not start: {e}"));
+        FilterEnvoy {
+            envoy,
+            table: Table::new("filter", config),
+            _upstream: upstream,
+        }
+    }
+
+    /// Sends `request`, checks that the offline core (told that the request
+    /// took Envoy route `route_name`) wrote what the filter wrote, and
+    /// returns the response.
+    fn send(&self, request: &Request, route_name: Option<&str>) -> Response {
+        let addr = self.envoy.listener("filter");
+        let response = request.send(addr);
+        let (stream, _) = self
+            .table
+            .offline(request, addr, &response, route_name)
+            .unwrap_or_else(|| panic!("{request}: no upstream answer: {}", response.status));
+        let differences = self.table.offline_differences(request, &response, &stream);
+        assert!(
+            differences.is_empty(),
+            "{request}: the offline core differs from Envoy:\n  {}",
+            differences.join("\n  ")
+        );
+        response
+    }
+}
+
+/// A route table whose every route goes to the echo upstream.
+fn route_config(routes: Value) -> Value {
+    json!({"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]})
+}
+
+/// `route_name` matches the name of the Envoy route the request took
+/// (`xds.route_name`), as Istio names its routes.
+#[test]
+fn route_name_targets_envoys_named_routes() {
+    let echo = json!({"cluster": "echo"});
+    let envoy_routes = json!([
+        {"name": "reviews-v2", "route": echo,
+         "match": {"prefix": "/reviews", "headers": [{"name": "x-version", "string_match": {"exact": "v2"}}]}},
+        {"name": "reviews-v1", "match": {"prefix": "/reviews"}, "route": echo},
+        {"name": "ratings", "match": {"prefix": "/ratings"}, "route": echo},
+        {"match": {"prefix": "/"}, "route": echo},
+    ]);
+    let hit = |name: &str, matcher: Value| route(name, matcher);
+    let config = json!({"routes": [
+        hit("v2", json!({"route_name": {"exact": "reviews-v2"}})),
+        hit("reviews", json!({"route_name": {"prefix": "reviews-"}})),
+        hit("ratings-get", json!({"route_name": {"exact": "ratings"},
+            "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]})),
+        hit("unnamed", json!({"route_name": {"exact": ""}})),
+        hit("any-name", json!({"route_name": {"safe_regex": {"regex": ".*"}}})),
+    ]});
+    let envoy = FilterEnvoy::start(&config, &route_config(envoy_routes));
+    // (request, Envoy route it takes, filter route expected)
+    let cases = [
+        (
+            Request::get("/reviews/1").header("x-version", "v2"),
+            Some("reviews-v2"),
+            "v2",
+        ),
+        (Request::get("/reviews/1"), Some("reviews-v1"), "reviews"),
+        (
+            Request::get("/reviews").header("x-version", "v3"),
+            Some("reviews-v1"),
+            "reviews",
+        ),
+        (Request::get("/ratings"), Some("ratings"), "ratings-get"),
+        (
+            Request::get("/ratings").method("POST"),
+            Some("ratings"),
+            "any-name",
+        ),
+        (Request::get("/other"), Some(""), "unnamed"),
+    ];
+    for (request, envoy_route, expected) in cases {
+        let response = envoy.send(&request, envoy_route);
+        assert_eq!(response.echoed("x-route"), [expected], "{request}");
+        assert_eq!(response.header_all("x-route"), [expected], "{request}");
+    }
+}
+
+/// `response_rules`: status codes, ranges and classes, response header
+/// matchers, at the top level and on a route (where they must not fire for
+/// other routes), each right after the level it belongs to.
+#[test]
+fn response_rules_fire_on_status_and_headers() {
+    let rule = |conditions: Value, adds: Value| {
+        let mut rule = conditions;
+        rule["response_headers_to_add"] = adds;
+        rule
+    };
+    let config = json!({
+        "response_headers_to_add": [add("x-order", "top", OVERWRITE)],
+        "response_rules": [
+            rule(json!({"status": ["5xx"]}), json!([add("x-class", "5xx", APPEND), add("x-who", "top-5xx", APPEND)])),
+            rule(json!({"status": ["404"]}), json!([add("x-not-found", "1", APPEND)])),
+            rule(json!({"status": ["201-299", "418"]}), json!([add("x-range", "%RESP(x-echo)%", APPEND)])),
+            rule(
+                json!({"status": ["200"], "headers": [{"name": "content-type", "string_match": {"prefix": "text/html"}}]}),
+                json!([add("cache-control", "no-store", OVERWRITE)]),
+            ),
+            // A header the upstream sends twice: as Envoy's HeaderMatcher
+            // (1.39 on), each value is matched on its own.
+            rule(
+                json!({"headers": [{"name": "x-tag", "string_match": {"exact": "b"}}]}),
+                json!([add("x-tagged", "1", APPEND)]),
+            ),
+            {
+                "headers": [{"name": "x-up", "present_match": true}],
+                "response_headers_to_remove": ["x-up"],
+                // Removal comes first in a level, so the value reads nothing.
+                "response_headers_to_add": [add("x-up-seen", "1", APPEND), add("x-up-value", "%RESP(x-up)%", APPEND)],
+            },
+        ],
+        "routes": [
+            {
+                "match": {"prefix": "/api"},
+                "response_headers_to_add": [add("x-route", "api", APPEND)],
+                "response_rules": [rule(
+                    json!({"status": ["5xx"]}),
+                    json!([add("x-who", "api-5xx", OVERWRITE), add("x-order", "api-rule", OVERWRITE)]),
+                )],
+            },
+            {"match": {"prefix": "/"}, "response_headers_to_add": [add("x-route", "other", APPEND)]},
+        ],
+    });
+    let envoy = FilterEnvoy::start(
+        &config,
+        &route_config(json!([{"match": {"prefix": "/"}, "route": {"cluster": "echo"}}])),
+    );
+    let get = |path: &str, status: u16| {
+        Request::get(path)
+            .header("x-echo-status", &status.to_string())
+            .header("x-respond-x-echo", &format!("e{status}"))
+    };
+    let html = |request: Request, content_type: &str| {
+        request.header("x-respond-content-type", content_type)
+    };
+    // (request, status, [(header, values)]) for every header a rule writes.
+    let cases: Vec<(Request, u16, Vec<(&str, Vec<&str>)>)> = vec![
+        (
+            get("/api/a", 503),
+            503,
+            vec![
+                ("x-class", vec!["5xx"]),
+                ("x-who", vec!["api-5xx", "top-5xx"]),
+                ("x-route", vec!["api"]),
+                ("x-order", vec!["top"]),
+            ],
+        ),
+        (
+            get("/other", 503),
+            503,
+            vec![
+                ("x-class", vec!["5xx"]),
+                ("x-who", vec!["top-5xx"]),
+                ("x-route", vec!["other"]),
+                ("x-order", vec!["top"]),
+            ],
+        ),
+        (
+            get("/api", 599),
+            599,
+            vec![
+                ("x-class", vec!["5xx"]),
+                ("x-who", vec!["api-5xx", "top-5xx"]),
+            ],
+        ),
+        (
+            get("/api", 404),
+            404,
+            vec![
+                ("x-not-found", vec!["1"]),
+                ("x-class", vec![]),
+                ("x-who", vec![]),
+                ("x-range", vec![]),
+            ],
+        ),
+        (
+            get("/api", 400),
+            400,
+            vec![("x-not-found", vec![]), ("x-class", vec![])],
+        ),
+        (
+            get("/api", 200),
+            200,
+            vec![
+                ("x-range", vec![]),
+                ("x-class", vec![]),
+                ("cache-control", vec![]),
+            ],
+        ),
+        (get("/api", 201), 201, vec![("x-range", vec!["e201"])]),
+        (get("/api", 299), 299, vec![("x-range", vec!["e299"])]),
+        (get("/api", 300), 300, vec![("x-range", vec![])]),
+        (get("/api", 418), 418, vec![("x-range", vec!["e418"])]),
+        (
+            html(get("/", 200), "text/html; charset=utf-8"),
+            200,
+            vec![("cache-control", vec!["no-store"])],
+        ),
+        (
+            html(get("/", 200), "TEXT/HTML"),
+            200,
+            vec![("cache-control", vec![])],
+        ),
+        (
+            html(get("/", 201), "text/html"),
+            201,
+            vec![("cache-control", vec![])],
+        ),
+        (get("/", 200), 200, vec![("cache-control", vec![])]),
+        (
+            get("/", 200).header("x-respond-x-up", "u1"),
+            200,
+            vec![
+                ("x-up", vec![]),
+                ("x-up-seen", vec!["1"]),
+                ("x-up-value", vec![]),
+            ],
+        ),
+        (
+            get("/", 503).header("x-respond-x-up", ""),
+            503,
+            vec![
+                ("x-up", vec![]),
+                ("x-up-seen", vec!["1"]),
+                ("x-class", vec!["5xx"]),
+            ],
+        ),
+        (
+            get("/", 200).header("x-respond-x-tag", "b"),
+            200,
+            vec![("x-tagged", vec!["1"])],
+        ),
+        (
+            get("/", 200).header("x-respond-x-tag", "a,b"),
+            200,
+            vec![("x-tagged", vec![])],
+        ),
+        (
+            get("/", 200)
+                .header("x-respond-x-tag", "a")
+                .header("x-respond-x-tag", "b"),
+            200,
+            vec![("x-tag", vec!["a", "b"]), ("x-tagged", vec!["1"])],
+        ),
+    ];
+    for (request, status, expected) in cases {
+        let response = envoy.send(&request, None);
+        assert_eq!(response.status, status, "{request}");
+        for (name, values) in expected {
+            assert_eq!(response.header_all(name), values, "{request}: {name}");
+        }
+    }
+}
+
+/// A route table the filter cannot take stops Envoy (fail closed) with the
+/// filter's one error line, naming the JSON path and the reason.
+#[test]
+fn bad_route_tables_stop_envoy_with_one_line() {
+    let cases = [
+        (
+            json!({"routes": [{"match": {"prefix": "/", "grpc": {}}}]}),
+            "routes[0].match.grpc: not supported by this filter",
+        ),
+        (
+            json!({"routes": [{"match": {"safe_regex": {"regex": "(a"}}}]}),
+            r#"routes[0].match.safe_regex.regex: regex "(a" is not supported:"#,
+        ),
+        (
+            json!({"response_rules": [{"status": ["6xx"]}]}),
+            r#"response_rules[0].status[0]: "6xx" is not a status: write a code (404), a range (200-299) or a class (5xx), within 100-599"#,
+        ),
+        (
+            json!({"routes": [{"match": {"prefix": "/"}, "response_rules": [{"status": ["300-200"]}]}]}),
+            r#"routes[0].response_rules[0].status[0]: "300-200" is not a status"#,
+        ),
+        (
+            json!({"routes": [{"match": {"prefix": "/", "headers": [{"name": "x", "string_match": {"exact": "a"}, "presentt_match": true}]}}]}),
+            "routes[0].match.headers[0].presentt_match: unknown field (accepted: name, string_match",
+        ),
+    ];
+    let upstream = EchoUpstream::start();
+    for (config, reason) in cases {
+        assert!(
+            Plan::from_json(config.to_string().as_bytes()).is_err(),
+            "the core takes {config}"
+        );
+        let listener = envoy_yaml::listener_yaml("filter", &wasm_filter(&config));
+        let error = match Envoy::start(&envoy_yaml::bootstrap_yaml(
+            &[&listener],
+            upstream.port(),
+            "",
+        )) {
+            Ok(_) => panic!("envoy started with a bad filter config: {config}"),
+            Err(error) => error,
+        };
+        let log = error.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("header-filter: invalid"))
+            .collect();
+        let expected = format!("header-filter: invalid configuration: {reason}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "one filter line expected for {config}:\n{log}"
+        );
+        assert!(
+            lines[0].contains(&expected),
+            "expected {expected:?} in {:?}",
+            lines[0]
+        );
+        assert!(
+            lines[0].contains("[error]"),
+            "logged at error level: {}",
+            lines[0]
+        );
+    }
 }
