@@ -334,27 +334,7 @@ fn bad_configuration_stops_envoy_with_one_filter_log_line() {
             Ok(_) => panic!("envoy started with a bad filter config: {config}"),
             Err(error) => error,
         };
-        let line = format!("header-filter: invalid configuration: {reason}");
-        let log = error.log();
-        let hits: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("header-filter: invalid"))
-            .collect();
-        assert_eq!(
-            hits.len(),
-            1,
-            "one filter line expected for {config}:\n{log}"
-        );
-        assert!(
-            hits[0].contains(&line),
-            "expected {line:?} in {:?}",
-            hits[0]
-        );
-        assert!(
-            hits[0].contains("[error]"),
-            "logged at error level: {}",
-            hits[0]
-        );
+        error.assert_filter_refused(reason);
     }
 }
 
