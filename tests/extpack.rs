@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use e2e::extpack::{extpack, extpack_with, Run};
+use e2e::extpack::{extpack, extpack_with, listed_files, Run, FIELDS};
 use e2e::paths::extpack_bin;
 use e2e::registry::{Registry, PASSWORD, USER};
 use serde_json::Value;
@@ -76,20 +76,8 @@ impl Work {
     /// `extpack build` of filter.wasm with the usual flags plus `extra`.
     fn build(&self, extra: &[&str]) -> Run {
         let module = self.s("filter.wasm");
-        let mut args = vec![
-            "build",
-            module.as_str(),
-            "--name",
-            "header-filter",
-            "--phase",
-            "PostAuthZ",
-            "--priority",
-            "10",
-            "--version",
-            "1.0.0",
-        ];
-        args.extend_from_slice(extra);
-        extpack(&args)
+        let args = ["build", module.as_str(), "--version", "1.0.0"];
+        extpack(&[&args[..], &FIELDS, extra].concat())
     }
 }
 
@@ -126,11 +114,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What [`istio_fetch`] loaded: the module, and for a compat image the
+/// position and path of the tar entry it came from.
+struct IstioFetch {
+    module: Vec<u8>,
+    entry: Option<(usize, String)>,
+}
+
 /// Reads a pushed image the way Istio's `pkg/wasm/imagefetcher.go` does, over
 /// plain HTTP with curl: compat first (last layer is OCI tar+gzip, take the
-/// file whose base name is `plugin.wasm`), else the *oci* variant (exactly
-/// two layers, take the one with the Wasm content media type).
-fn istio_fetch(registry: &Registry, repo: &str, tag: &str) -> Vec<u8> {
+/// first entry, folders included, whose base name is `plugin.wasm`), else the
+/// *oci* variant (exactly two layers, take the one with the Wasm content
+/// media type).
+fn istio_fetch(registry: &Registry, repo: &str, tag: &str) -> IstioFetch {
     let base = format!("http://{}/v2/{repo}", registry.host());
     let manifest = tool(
         "curl",
@@ -154,13 +150,17 @@ fn istio_fetch(registry: &Registry, repo: &str, tag: &str) -> Vec<u8> {
     if last["mediaType"] == LAYER_GZIP {
         let gz = blob(last);
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
-        for entry in archive.entries().unwrap() {
+        for (index, entry) in archive.entries().unwrap().enumerate() {
             let mut entry = entry.unwrap();
             let path = entry.path().unwrap().into_owned();
             if path.file_name().is_some_and(|n| n == "plugin.wasm") {
-                let mut out = Vec::new();
-                entry.read_to_end(&mut out).unwrap();
-                return out;
+                let mut module = Vec::new();
+                entry.read_to_end(&mut module).unwrap();
+                let path = path.to_string_lossy().into_owned();
+                return IstioFetch {
+                    module,
+                    entry: Some((index, path)),
+                };
             }
         }
         panic!("plugin.wasm not found in the last layer");
@@ -170,7 +170,10 @@ fn istio_fetch(registry: &Registry, repo: &str, tag: &str) -> Vec<u8> {
         .iter()
         .find(|l| l["mediaType"] == WASM_CONTENT)
         .expect("a Wasm content layer");
-    blob(layer)
+    IstioFetch {
+        module: blob(layer),
+        entry: None,
+    }
 }
 
 #[test]
@@ -366,10 +369,67 @@ fn istio_fetcher_logic_finds_the_module_in_both_formats() {
         ])
         .ok();
         assert_eq!(
-            istio_fetch(&registry, &format!("filters/{repo}"), "1.0.0"),
+            istio_fetch(&registry, &format!("filters/{repo}"), "1.0.0").module,
             proxy_module(),
             "{format}"
         );
+    }
+}
+
+/// Istio and Envoy Gateway load the first layer entry named `plugin.wasm`:
+/// the module is that entry even with a docs folder that sorts before it,
+/// and a docs folder holding a `plugin.wasm` anywhere is refused, so nothing
+/// is built or pushed.
+#[test]
+fn docs_cannot_change_the_module_istio_loads() {
+    let registry = Registry::start();
+    let w = Work::new();
+    let module = w.s("filter.wasm");
+    // Folders that sort before plugin.wasm, as the old layer order put them.
+    fs::create_dir_all(w.path("docs/a")).unwrap();
+    fs::write(w.path("docs/a/index.md"), "# a\n").unwrap();
+    let reference = format!("{}/filters/with-docs:1.0.0", registry.host());
+    let publish = |docs: &str, reference: &str| {
+        let args = ["publish", &module, "--docs", docs, "--tag", reference];
+        extpack(&[&args[..], &FIELDS, &["--plain-http"]].concat())
+    };
+    publish(&w.s("docs"), &reference).ok();
+    let fetched = istio_fetch(&registry, "filters/with-docs", "1.0.0");
+    assert_eq!(fetched.module, proxy_module());
+    assert_eq!(
+        fetched.entry,
+        Some((0, "plugin.wasm".to_string())),
+        "the module is the first entry"
+    );
+    // inspect still lists every entry, in layer order.
+    let info = inspect_json(&reference, &["--plain-http"]);
+    let files = listed_files(&info);
+    assert_eq!(
+        files,
+        [
+            "plugin.wasm",
+            "docs/README.md",
+            "docs/a/index.md",
+            "manifest.yaml",
+            "runtime-config.json"
+        ]
+    );
+    assert_eq!(info["module"]["title"], "plugin.wasm");
+
+    // A docs folder with a plugin.wasm (another module) anywhere in it.
+    for rel in ["sub/plugin.wasm", "plugin.wasm"] {
+        let docs = w.path(&format!("evil-docs-{}", rel.len()));
+        fs::create_dir_all(docs.join(rel).parent().unwrap()).unwrap();
+        fs::write(docs.join(rel), plain_module()).unwrap();
+        let before = w.names();
+        let bad = docs.join(rel);
+        let want = format!("docs folder: {} is named plugin.wasm", bad.display());
+        w.build(&["--docs", docs.to_str().unwrap(), "--output", &w.s("out")])
+            .fails_with(&want);
+        let evil = format!("{}/filters/evil-docs:1", registry.host());
+        publish(docs.to_str().unwrap(), &evil).fails_with(&want);
+        assert_eq!(w.names(), before, "{rel}: something was written");
+        extpack(&["inspect", &evil, "--plain-http"]).fails_with_code(3, "was not found");
     }
 }
 
@@ -381,7 +441,7 @@ fn basic_auth_registry_refuses_anonymous_push_and_accepts_credentials() {
     w.build(&["--output", &layout]).ok();
     let reference = format!("{}/filters/private:1.0.0", registry.host());
 
-    extpack(&["push", &layout, "--tag", &reference, "--plain-http"]).fails_with(&format!(
+    extpack(&["push", &layout, "--tag", &reference, "--plain-http"]).fails_with_code(4, &format!(
         "registry {} refused access to {reference} (push): log in with `docker login {}` or pass --username and --password-stdin",
         registry.host(),
         registry.host()
@@ -400,7 +460,7 @@ fn basic_auth_registry_refuses_anonymous_push_and_accepts_credentials() {
         Some("wrong-password\n"),
         &[],
     )
-    .fails_with("refused access");
+    .fails_with_code(4, "refused access");
 
     extpack_with(
         &[
@@ -417,7 +477,7 @@ fn basic_auth_registry_refuses_anonymous_push_and_accepts_credentials() {
         &[],
     )
     .ok();
-    extpack(&["inspect", &reference, "--plain-http"]).fails_with("refused access");
+    extpack(&["inspect", &reference, "--plain-http"]).fails_with_code(4, "refused access");
 
     // Docker's config.json is used when no flags are given.
     let docker = w.path("docker");
@@ -605,21 +665,24 @@ fn bad_inputs_fail_with_one_clear_line_and_leave_nothing_behind() {
     let output = ok("out");
     let archive = ok("out.tar");
     let host = registry.host();
-    let cases: Vec<(&str, Vec<String>, String)> = vec![
+    let cases: Vec<(&str, Vec<String>, String, i32)> = vec![
         (
             "not wasm",
             build(&ok("not.wasm"), &["--output", &output]),
             "not.wasm: not a WebAssembly module: it does not start with the \\0asm magic bytes".into(),
+            1,
         ),
         (
             "truncated",
             build(&ok("truncated.wasm"), &["--archive", &archive]),
             "truncated.wasm: not valid WebAssembly: ".into(),
+            1,
         ),
         (
             "no ABI exports",
             build(&ok("plain.wasm"), &["--output", &output]),
             "plain.wasm: not a proxy-wasm module: it exports no proxy_abi_version_* function".into(),
+            1,
         ),
         (
             "bad phase",
@@ -629,11 +692,13 @@ fn bad_inputs_fail_with_one_clear_line_and_leave_nothing_behind() {
                 v
             },
             "phase \"AUTHN\" is not a Maistra phase: use one of PreAuthN, PostAuthN, PreAuthZ, PostAuthZ, PreStats, PostStats".into(),
+            1,
         ),
         (
             "bad priority",
             build(&ok("filter.wasm"), &["--priority", "high", "--output", &output]),
             "priority \"high\" is not an integer".into(),
+            1,
         ),
         (
             "bad name",
@@ -643,21 +708,31 @@ fn bad_inputs_fail_with_one_clear_line_and_leave_nothing_behind() {
                 v
             },
             "name \"Header_Filter\" is not a valid extension name: use 1-63 lower-case letters".into(),
+            1,
         ),
         (
             "docs with a link out",
             build(&ok("filter.wasm"), &["--docs", &ok("leaky-docs"), "--output", &output]),
             "leak is a link that leaves the folder".into(),
+            1,
         ),
         (
             "bad filter config",
             build(&ok("filter.wasm"), &["--config", &ok("bad-config.json"), "--archive", &archive]),
             "bad-config.json: response_headers_to_add[0].header.value: contains CR/LF".into(),
+            1,
         ),
         (
             "bad format",
             build(&ok("filter.wasm"), &["--format", "docker", "--output", &output]),
-            "invalid value 'docker'".into(),
+            "invalid value 'docker' for '--format <FORMAT>'\n  [possible values: compat, artifact]".into(),
+            2,
+        ),
+        (
+            "bad flag",
+            vec!["inspect".into(), ok("image"), "--frobnicate".into()],
+            "unexpected argument '--frobnicate' found".into(),
+            2,
         ),
         (
             "registry down",
@@ -666,6 +741,7 @@ fn bad_inputs_fail_with_one_clear_line_and_leave_nothing_behind() {
                 .map(|a| if a == "build" { "publish".into() } else { a })
                 .collect(),
             format!("cannot reach registry {down}: connection refused"),
+            6,
         ),
         (
             "bad tag",
@@ -674,6 +750,7 @@ fn bad_inputs_fail_with_one_clear_line_and_leave_nothing_behind() {
                 .map(|a| if a == "build" { "publish".into() } else { a })
                 .collect(),
             "is not a valid image reference: use REGISTRY/REPOSITORY:TAG".into(),
+            1,
         ),
         (
             "https to a plain-http registry",
@@ -682,36 +759,40 @@ fn bad_inputs_fail_with_one_clear_line_and_leave_nothing_behind() {
                 .map(|a| if a == "build" { "publish".into() } else { a })
                 .collect(),
             "for a registry without TLS pass --plain-http".into(),
+            6,
         ),
         (
             "missing image",
             vec!["extract".into(), format!("{host}/filters/none:1"), "--plain-http".into(), "-o".into(), ok("x.wasm")],
             format!("{host}/filters/none:1 was not found in registry {host}"),
+            3,
         ),
         (
             "validate not wasm",
             vec!["validate".into(), ok("not.wasm")],
             "not a WebAssembly module".into(),
+            1,
         ),
         (
             "missing module",
             build(&ok("missing.wasm"), &["--output", &output]),
             "cannot read".into(),
+            1,
         ),
     ];
-    for (name, args, want) in cases {
+    for (name, args, want, code) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let run = extpack(&args);
-        if name == "bad format" {
-            // clap's own usage error: exit 2, names the accepted values.
-            assert_eq!(run.code, 2, "{name}");
+        if code == 2 {
+            // clap's own usage errors: exit 2, `error: ` first, then usage.
+            assert_eq!(run.code, 2, "{name}: {}", run.stderr);
             assert!(
-                run.stderr.contains(&want) && run.stderr.contains("compat, artifact"),
+                run.stderr.starts_with("error: ") && run.stderr.contains(&want),
                 "{name}: {}",
                 run.stderr
             );
         } else {
-            let run = std::panic::catch_unwind(|| run.fails_with(&want));
+            let run = std::panic::catch_unwind(|| run.fails_with_code(code, &want));
             assert!(run.is_ok(), "case {name:?} failed");
         }
         assert_eq!(w.names(), before, "{name}: something was left behind");
@@ -735,7 +816,7 @@ fn tampered_layout_is_refused_on_push_and_extract() {
     bytes[last] ^= 0xff;
     fs::write(&layer, bytes).unwrap();
     let out = w.s("x.wasm");
-    extpack(&["extract", &layout, "-o", &out]).fails_with("does not match its digest");
+    extpack(&["extract", &layout, "-o", &out]).fails_with_code(5, "does not match its digest");
     assert!(!Path::new(&out).exists());
     extpack(&[
         "push",
@@ -744,17 +825,76 @@ fn tampered_layout_is_refused_on_push_and_extract() {
         "127.0.0.1:9/x/y:1",
         "--plain-http",
     ])
-    .fails_with("does not match its digest");
+    .fails_with_code(5, "does not match its digest");
 }
 
 #[test]
 fn help_teaches_with_examples() {
-    for sub in ["build", "push", "publish", "inspect", "extract", "validate"] {
+    for sub in [
+        "build",
+        "push",
+        "publish",
+        "inspect",
+        "extract",
+        "validate",
+        "manifests",
+    ] {
         let run = extpack(&[sub, "--help"]).ok();
         assert!(
             run.stdout.contains("Example"),
             "{sub} --help: {}",
             run.stdout
+        );
+    }
+}
+
+/// Every exit code is documented in `--help`, top level and per command,
+/// with the same table as the README.
+#[test]
+fn help_lists_the_exit_codes_the_readme_lists() {
+    let readme = fs::read_to_string(e2e::paths::repo_root().join("README.md")).unwrap();
+    let rows = [
+        (0, "success"),
+        (1, "invalid input"),
+        (2, "usage"),
+        (3, "not found in the registry"),
+        (4, "authentication or authorization refused"),
+        (5, "integrity"),
+        (6, "registry unreachable, or a TLS failure"),
+    ];
+    for args in [
+        vec!["--help"],
+        vec!["push", "--help"],
+        vec!["manifests", "--help"],
+    ] {
+        let help = extpack(&args).ok().stdout;
+        for (code, words) in rows {
+            assert!(
+                help.contains(&format!("  {code}  {words}")),
+                "{args:?}: {code} {words}: {help}"
+            );
+        }
+    }
+    for (code, words) in rows {
+        assert!(
+            readme.contains(&format!("| {code} | {words}")),
+            "README: {code} {words}"
+        );
+    }
+}
+
+/// ServiceMeshExtension exists only in OpenShift Service Mesh 2.1 and 2.2;
+/// the help says so and never offers it for later versions.
+#[test]
+fn help_tells_the_truth_about_service_mesh_extension() {
+    for args in [vec!["--help"], vec!["manifests", "--help"]] {
+        let help = extpack(&args).ok().stdout.replace('\n', " ");
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(help.contains("2.1 and 2.2"), "{args:?}: {help}");
+        assert!(help.contains("removed in 2.3"), "{args:?}: {help}");
+        assert!(
+            !help.contains("2.2+") && !help.contains("Maistra 2.x"),
+            "{args:?}: {help}"
         );
     }
 }

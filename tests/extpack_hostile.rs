@@ -5,7 +5,8 @@
 //! inspect` three ways: from an OCI layout folder, from an OCI archive where
 //! the hostile part is the archive itself, and from a real Debian
 //! `docker-registry` that they were pushed to with raw HTTP (`curl`). Every
-//! refusal must be one `error:` line naming the problem, exit 1, nothing
+//! refusal must be one `error:` line naming the problem, exit 1 (5 for a
+//! digest or size mismatch, 4 for refused credentials), nothing
 //! written anywhere in the scratch folder, and a bounded peak RSS (measured
 //! with GNU `/usr/bin/time -v`).
 //!
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::extpack::{extpack_measured, Run};
+use e2e::extpack::{extpack_measured, listed_files, Run};
 use e2e::registry::{v2_status, Registry, USER};
 use tempfile::TempDir;
 
@@ -650,13 +651,25 @@ fn hostile_layers() -> Vec<(&'static str, Vec<u8>, Vec<&'static str>)> {
     ]
 }
 
-/// Extract and inspect `source`, both refused with `wants`; nothing written
-/// under `scratch`; bounded memory. Returns the two runs.
+/// Extract and inspect `source`, both refused with `wants` and exit 1;
+/// nothing written under `scratch`; bounded memory. Returns the two runs.
 fn assert_refused(
     case: &str,
     source: &str,
     scratch: &Path,
     extra: &[&str],
+    wants: &[&str],
+) -> [Run; 2] {
+    assert_exits(case, source, scratch, extra, 1, wants)
+}
+
+/// [`assert_refused`] with another exit code.
+fn assert_exits(
+    case: &str,
+    source: &str,
+    scratch: &Path,
+    extra: &[&str],
+    code: i32,
     wants: &[&str],
 ) -> [Run; 2] {
     let out_dir = scratch.join("out");
@@ -672,7 +685,7 @@ fn assert_refused(
     let inspect = extpack(&args);
     for (what, run) in [("extract", &extract), ("inspect", &inspect)] {
         let label = format!("{case} ({what} {source})");
-        run.refused(&label, wants);
+        run.exits(code, &label, wants);
         assert!(
             run.peak_kib < PEAK_LIMIT_KIB,
             "{label}: peak RSS {} KiB",
@@ -721,8 +734,8 @@ fn hostile_layers_are_refused_from_a_layout_and_from_a_registry() {
     println!("hostile layers tried: {tried} (each: extract + inspect, layout + registry)");
 }
 
-/// (case, how to write the layout, what the error must say)
-type LayoutCase = (&'static str, Box<dyn Fn(&Path)>, Vec<&'static str>);
+/// (case, how to write the layout, exit code, what the error must say)
+type LayoutCase = (&'static str, Box<dyn Fn(&Path)>, i32, Vec<&'static str>);
 
 #[test]
 fn layout_whose_digests_do_not_match_is_refused() {
@@ -739,6 +752,7 @@ fn layout_whose_digests_do_not_match_is_refused() {
         (
             "manifest blob differs from the digest index.json names",
             Box::new(move |d: &Path| image.layout_with(d, None, Some(&forged))),
+            5,
             vec!["does not match its digest"],
         ),
         (
@@ -748,6 +762,7 @@ fn layout_whose_digests_do_not_match_is_refused() {
                 longer.extend_from_slice(b"  ");
                 other.layout_with(d, None, Some(&longer))
             }),
+            5,
             vec!["bytes, but its descriptor says"],
         ),
         (
@@ -761,6 +776,7 @@ fn layout_whose_digests_do_not_match_is_refused() {
                 bytes[n] ^= 0x55;
                 fs::write(path, bytes).unwrap();
             }),
+            5,
             vec!["does not match its digest"],
         ),
         (
@@ -769,6 +785,7 @@ fn layout_whose_digests_do_not_match_is_refused() {
                 Hostile::new(gzip(b"x")).layout_with(d, Some("sha256:../../../../etc/passwd"), None)
             }),
             // oci-spec refuses the digest while parsing index.json.
+            1,
             vec!["index.json is not an OCI index"],
         ),
         (
@@ -780,6 +797,7 @@ fn layout_whose_digests_do_not_match_is_refused() {
                 fs::remove_file(&path).unwrap();
                 std::os::unix::fs::symlink("/etc/passwd", &path).unwrap();
             }),
+            1,
             vec!["not a regular file"],
         ),
         (
@@ -795,15 +813,16 @@ fn layout_whose_digests_do_not_match_is_refused() {
                     .set_len(10 * GIB)
                     .unwrap();
             }),
+            1,
             vec!["larger than the size limit"],
         ),
     ];
     let mut tried = 0;
-    for (i, (case, make, wants)) in cases.drain(..).enumerate() {
+    for (i, (case, make, code, wants)) in cases.drain(..).enumerate() {
         let dir = scratch.path().join(format!("case{i}"));
         let layout = dir.join("layout");
         make(&layout);
-        let runs = assert_refused(case, layout.to_str().unwrap(), &dir, &[], &wants);
+        let runs = assert_exits(case, layout.to_str().unwrap(), &dir, &[], code, &wants);
         report(case, "layout", &runs);
         tried += 1;
     }
@@ -863,6 +882,90 @@ fn hostile_oci_archives_are_refused() {
         tried += 1;
     }
     println!("hostile archives tried: {tried}");
+}
+
+/// Images from other tools may hold more than one `plugin.wasm`. Istio's and
+/// Envoy Gateway's fetchers load the first entry with that base name
+/// (`extractWasmPluginBinary`), so `extract` must give that one, and
+/// `inspect` must say which entry it is, from a layout and a registry.
+#[test]
+fn foreign_image_module_is_the_first_plugin_wasm_as_istio_loads_it() {
+    let registry = Registry::start();
+    let host = registry.host();
+    let scratch = tempfile::tempdir().unwrap();
+    let (istio, root) = (module(16), module(0));
+    let layer = gzip(&tar_of(
+        &[
+            (file("docs/plugin.wasm", &istio), istio.clone()),
+            (file("manifest.yaml", MANIFEST_YAML), MANIFEST_YAML.to_vec()),
+            (file("plugin.wasm", &root), root.clone()),
+        ],
+        true,
+    ));
+    let image = Hostile::new(layer);
+    let layout = scratch.path().join("layout");
+    image.layout(&layout);
+    image.push(&host, "foreign/two-modules", "1");
+    let reference = format!("{host}/foreign/two-modules:1");
+    for (source, extra) in [
+        (layout.to_str().unwrap(), None),
+        (&reference[..], Some("--plain-http")),
+    ] {
+        let out = scratch.path().join("out.wasm");
+        let mut args = vec![
+            "extract",
+            source,
+            "--output",
+            out.to_str().unwrap(),
+            "--force",
+        ];
+        args.extend(extra);
+        extpack(&args).ok();
+        assert_eq!(
+            fs::read(&out).unwrap(),
+            istio,
+            "{source}: the module Istio loads"
+        );
+        let mut args = vec!["inspect", source, "--json"];
+        args.extend(extra);
+        let info: serde_json::Value = serde_json::from_str(&extpack(&args).ok().stdout).unwrap();
+        assert_eq!(info["module"]["title"], "docs/plugin.wasm", "{source}");
+        assert_eq!(
+            info["module"]["digest"],
+            sha256(&istio).as_str(),
+            "{source}"
+        );
+        // Every entry is listed, in layer order.
+        let files = listed_files(&info);
+        assert_eq!(
+            files,
+            ["docs/plugin.wasm", "manifest.yaml", "plugin.wasm"],
+            "{source}"
+        );
+    }
+
+    // A folder named plugin.wasm first: Istio would load it as 0 bytes.
+    let folder = gzip(&tar_of(
+        &[
+            (header(b"x/plugin.wasm/", b'5', 0, b""), Vec::new()),
+            (file("plugin.wasm", &root), root.clone()),
+        ],
+        true,
+    ));
+    let dir = scratch.path().join("folder");
+    Hostile::new(folder).layout(&dir.join("layout"));
+    let source = dir.join("layout");
+    let runs = assert_refused(
+        "plugin.wasm folder first",
+        source.to_str().unwrap(),
+        &dir,
+        &[],
+        &[
+            "the first plugin.wasm in its layer is the folder x/plugin.wasm/",
+            "empty module",
+        ],
+    );
+    report("plugin.wasm folder first", "layout", &runs);
 }
 
 #[test]
@@ -1062,7 +1165,8 @@ fn registry_killed_mid_push_fails_clearly_and_a_retry_completes() {
         run.code,
         run.line()
     );
-    run.refused(
+    run.exits(
+        6,
         "registry killed mid-push",
         &[&format!("cannot reach registry {host}: ")],
     );
@@ -1339,7 +1443,7 @@ fn authentication_failures_name_the_registry() {
         let mut wants = wants.clone();
         let registry_name = format!("registry {host}");
         wants.push(&registry_name);
-        run.refused(case, &wants);
+        run.exits(4, case, &wants);
         assert_eq!(snapshot(w.path()), before, "{case}: something was written");
         tried += 1;
     }

@@ -17,15 +17,20 @@ use serde_json::Value;
 
 /// The public-looking reference the committed files are generated for.
 const REFERENCE: &str = "ghcr.io/example/header-filter:0.1.0";
-const FILES: [&str; 3] = [
+const FILES: [&str; 4] = [
     "servicemeshextension.yaml",
     "wasmplugin.yaml",
     "envoyfilter.yaml",
+    "envoyextensionpolicy.yaml",
 ];
 
-/// Where the EnvoyFilter fetches the raw module (a release download).
+/// Where the EnvoyFilter fetches the raw module: an in-cluster server, since
+/// Envoy's remote fetch accepts only a 200 answer and follows no redirect
+/// (GitHub release downloads and most registry blob URLs redirect).
 const MODULE_URL: &str =
-    "https://github.com/example/header-filter/releases/download/v0.1.0/header_filter.wasm";
+    "http://header-filter-module.bookinfo.svc.cluster.local/header_filter.wasm";
+/// The cluster Istio makes for that Kubernetes Service.
+const MODULE_CLUSTER: &str = "outbound|80||header-filter-module.bookinfo.svc.cluster.local";
 
 fn manifests_dir() -> PathBuf {
     paths::repo_root().join("manifests")
@@ -50,15 +55,18 @@ fn manifests_args(layout: &Path) -> Vec<String> {
         "app=productpage",
         "--module-url",
         MODULE_URL,
+        "--target-ref",
+        "Gateway/eg",
     ]
     .map(str::to_string)
     .to_vec()
 }
 
-/// The compat image of the real module (the one shape both Maistra and
-/// Istio load), built reproducibly into a layout, and the three files
-/// generated from it. The EnvoyFilter fetches the raw module from a release
-/// download (`MODULE_URL`): a compat layer is a tar.gz, not a module.
+/// The compat image of the real module (the one shape Maistra, Istio and
+/// Envoy Gateway all load), built reproducibly into a layout, and the files
+/// generated from it. The EnvoyFilter fetches the raw module from an
+/// in-cluster server (`MODULE_URL`): a compat layer is a tar.gz, not a
+/// module.
 struct Generated {
     dir: TempDir,
 }
@@ -133,6 +141,7 @@ fn each_file_is_one_object_of_its_kind() {
         ("maistra.io/v1", "ServiceMeshExtension"),
         ("extensions.istio.io/v1alpha1", "WasmPlugin"),
         ("networking.istio.io/v1alpha3", "EnvoyFilter"),
+        ("gateway.envoyproxy.io/v1alpha1", "EnvoyExtensionPolicy"),
     ];
     for (file, (api, kind)) in FILES.iter().zip(kinds) {
         let text = generated.text(file);
@@ -261,12 +270,79 @@ fn every_field_is_one_the_api_defines() {
     );
     assert!(hex64(&remote["sha256"]));
     assert_eq!(remote["http_uri"]["uri"], MODULE_URL);
-    assert_eq!(remote["http_uri"]["cluster"], "outbound|443||github.com");
+    assert_eq!(remote["http_uri"]["cluster"], MODULE_CLUSTER);
     assert_eq!(
         config["configuration"]["@type"],
         "type.googleapis.com/google.protobuf.StringValue"
     );
     assert!(config["configuration"]["value"].is_string());
+
+    // Envoy Gateway's EnvoyExtensionPolicy (api/v1alpha1: PolicyTargetReferences,
+    // Wasm, WasmCodeSource, ImageWasmCodeSource).
+    let eep = g.doc("envoyextensionpolicy.yaml");
+    keys(&eep["spec"], &["targetRefs", "wasm"], "eep.spec");
+    let target = &eep["spec"]["targetRefs"][0];
+    keys(target, &["group", "kind", "name"], "targetRefs[0]");
+    assert_eq!(target["group"], "gateway.networking.k8s.io");
+    assert_eq!(target["kind"], "Gateway");
+    assert_eq!(target["name"], "eg");
+    let wasm = &eep["spec"]["wasm"][0];
+    keys(
+        wasm,
+        &["name", "rootID", "code", "config", "failOpen"],
+        "wasm[0]",
+    );
+    assert_eq!(wasm["name"], "header-filter");
+    assert_eq!(wasm["failOpen"], false);
+    assert!(wasm["config"].is_object());
+    keys(&wasm["code"], &["type", "image"], "wasm[0].code");
+    assert_eq!(wasm["code"]["type"], "Image");
+    keys(
+        &wasm["code"]["image"],
+        &["url", "sha256"],
+        "wasm[0].code.image",
+    );
+    assert_eq!(wasm["code"]["image"]["url"], format!("oci://{REFERENCE}"));
+    assert!(hex64(&wasm["code"]["image"]["sha256"]));
+}
+
+/// Each file's header says where the resource applies; the
+/// ServiceMeshExtension's says it exists only in OSSM 2.1 and 2.2, and
+/// nothing offers it for later versions.
+#[test]
+fn headers_say_where_each_resource_applies() {
+    let g = Generated::new();
+    let sme = g.text("servicemeshextension.yaml");
+    let head: String = sme
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for want in [
+        "2.1 and # 2.2",
+        "removed in 2.3",
+        "refuses to upgrade",
+        "apply wasmplugin.yaml",
+    ] {
+        assert!(head.contains(want), "{want:?} in {head}");
+    }
+    let ef = g.text("envoyfilter.yaml");
+    assert!(
+        ef.contains("accepts only an HTTP 200 answer, following no redirect"),
+        "{ef}"
+    );
+    for file in FILES {
+        let text = g.text(file);
+        assert!(
+            !text.contains("2.2+") && !text.contains("Maistra 2.x"),
+            "{file}"
+        );
+    }
+    let readme = fs::read_to_string(manifests_dir().join("README.md")).unwrap();
+    assert!(
+        !readme.contains("2.2+") && !readme.contains("Maistra 2.x"),
+        "manifests/README.md"
+    );
 }
 
 /// Exactly these keys, all present.
@@ -363,6 +439,16 @@ fn pinned_digests_are_the_images() {
         module_digest
     );
     assert_eq!(remote["http_uri"]["uri"], MODULE_URL);
+    let eep = g.doc("envoyextensionpolicy.yaml");
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            eep["spec"]["wasm"][0]["code"]["image"]["sha256"]
+                .as_str()
+                .unwrap()
+        ),
+        manifest_digest
+    );
     // And the module is the one built.
     let module = fs::read(paths::filter_wasm()).unwrap();
     assert_eq!(module_digest, sha256(&module));
@@ -375,8 +461,61 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
+/// Generated from a pushed image (read from the registry, not a layout), the
+/// WasmPlugin's and the EnvoyExtensionPolicy's `sha256` are the manifest
+/// digest `extpack inspect` reports for the registry's copy.
 #[test]
-fn stdout_stream_is_the_three_files() {
+fn resources_for_a_pushed_image_pin_its_registry_digest() {
+    let registry = e2e::registry::Registry::start();
+    let reference = format!("{}/filters/header-filter:0.1.0", registry.host());
+    let module = paths::filter_wasm();
+    let publish = ["publish", arg(&module), "--tag", &reference, "--plain-http"];
+    extpack(&[&publish[..], &e2e::extpack::FIELDS].concat()).ok();
+    let inspect: Value = serde_json::from_str(
+        &extpack(&["inspect", &reference, "--plain-http", "--json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    let digest = inspect["manifest_digest"].as_str().unwrap();
+    let run = extpack(&[
+        "manifests",
+        &reference,
+        "--plain-http",
+        "--config",
+        arg(&manifests_dir().join("filter-config.json")),
+        "--module-url",
+        MODULE_URL,
+        "--target-ref",
+        "HTTPRoute/backend",
+    ])
+    .ok();
+    let docs: Vec<Value> = run
+        .stdout
+        .split("\n---\n")
+        .map(|d| serde_yaml::from_str(d).unwrap())
+        .collect();
+    let eep = docs
+        .iter()
+        .find(|d| d["kind"] == "EnvoyExtensionPolicy")
+        .unwrap();
+    let image = &eep["spec"]["wasm"][0]["code"]["image"];
+    assert_eq!(
+        format!("sha256:{}", image["sha256"].as_str().unwrap()),
+        digest
+    );
+    assert_eq!(image["url"], format!("oci://{reference}"));
+    assert_eq!(eep["spec"]["targetRefs"][0]["kind"], "HTTPRoute");
+    assert_eq!(eep["spec"]["targetRefs"][0]["name"], "backend");
+    let wp = docs.iter().find(|d| d["kind"] == "WasmPlugin").unwrap();
+    assert_eq!(
+        format!("sha256:{}", wp["spec"]["sha256"].as_str().unwrap()),
+        digest
+    );
+}
+
+#[test]
+fn stdout_stream_is_the_files_in_order() {
     let g = Generated::new();
     let args = manifests_args(&g.layout());
     let run = extpack(&args.iter().map(String::as_str).collect::<Vec<_>>()).ok();

@@ -471,12 +471,43 @@ fn parse_flat_form(object: &[(String, Json)]) -> Result<Config, ConfigError> {
 }
 
 fn parse_rules(path: &str, value: &Json) -> Result<Vec<HeaderRule>, ConfigError> {
+    parse_list(path, value, parse_rule)
+}
+
+/// Parses each item of the array at `path` (a loop, not `collect` into a
+/// `Result`: that adapter is kilobytes of code per item type in the module).
+pub(crate) fn parse_list<T>(
+    path: &str,
+    value: &Json,
+    parse: fn(&str, &Json) -> Result<T, ConfigError>,
+) -> Result<Vec<T>, ConfigError> {
     let items = expect_array(path, value)?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| parse_rule(&format!("{path}[{i}]"), item))
-        .collect()
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        out.push(parse(&item_path(path, i), item)?);
+    }
+    Ok(out)
+}
+
+/// `path[i]`.
+pub(crate) fn item_path(path: &str, index: usize) -> String {
+    let mut out = String::with_capacity(path.len() + 6);
+    out.push_str(path);
+    out.push('[');
+    out.push_str(&index.to_string());
+    out.push(']');
+    out
+}
+
+/// `path.key` (just `key` at the top).
+pub(crate) fn field_path(path: &str, key: &str) -> String {
+    let mut out = String::with_capacity(path.len() + key.len() + 1);
+    out.push_str(path);
+    if !path.is_empty() {
+        out.push('.');
+    }
+    out.push_str(key);
+    out
 }
 
 fn parse_rule(path: &str, value: &Json) -> Result<HeaderRule, ConfigError> {
@@ -486,7 +517,7 @@ fn parse_rule(path: &str, value: &Json) -> Result<HeaderRule, ConfigError> {
     let mut append = None;
     let mut keep_empty_value = false;
     for (key, value) in object {
-        let field = format!("{path}.{key}");
+        let field = field_path(path, key);
         match key.as_str() {
             "header" => header = Some(parse_header(&field, value)?),
             "append_action" => {
@@ -507,12 +538,13 @@ fn parse_rule(path: &str, value: &Json) -> Result<HeaderRule, ConfigError> {
             _ => return Err(unknown_field(&field, OPTION_FIELDS)),
         }
     }
-    let (name, value) = header
-        .ok_or_else(|| ConfigError::new(&format!("{path}.header"), "required field is missing"))?;
+    let (name, value) = header.ok_or_else(|| {
+        ConfigError::new(&field_path(path, "header"), "required field is missing")
+    })?;
     let action = match (action, append) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
-                &format!("{path}.append"),
+                &field_path(path, "append"),
                 "both append and append_action are set; use append_action only",
             ))
         }
@@ -533,33 +565,27 @@ fn parse_header(path: &str, value: &Json) -> Result<(HeaderName, Format), Config
     let mut key = None;
     let mut text = "";
     for (field, value) in object {
-        let field_path = format!("{path}.{field}");
+        let field_path = field_path(path, field);
         match field.as_str() {
             "key" => key = Some(expect_string(&field_path, value)?),
             "value" => text = expect_string(&field_path, value)?,
             _ => return Err(unknown_field(&field_path, HEADER_FIELDS)),
         }
     }
-    let key_path = format!("{path}.key");
+    let key_path = field_path(path, "key");
     let key = key.ok_or_else(|| ConfigError::new(&key_path, "required field is missing"))?;
     let name = HeaderName::parse(key).map_err(|reason| ConfigError::new(&key_path, reason))?;
-    let value_path = format!("{path}.value");
+    let value_path = field_path(path, "value");
     check_value(&value_path, text)?;
     let format = Format::parse(text).map_err(|e| ConfigError::new(&value_path, e.to_string()))?;
     Ok((name, format))
 }
 
 fn parse_names(path: &str, value: &Json) -> Result<Vec<HeaderName>, ConfigError> {
-    let items = expect_array(path, value)?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let item_path = format!("{path}[{i}]");
-            let name = expect_string(&item_path, item)?;
-            HeaderName::parse(name).map_err(|reason| ConfigError::new(&item_path, reason))
-        })
-        .collect()
+    parse_list(path, value, |path, item| {
+        let name = expect_string(path, item)?;
+        HeaderName::parse(name).map_err(|reason| ConfigError::new(path, reason))
+    })
 }
 
 fn check_value(path: &str, text: &str) -> Result<(), ConfigError> {

@@ -16,7 +16,7 @@ use std::fmt;
 use regex_lite::Regex;
 
 use crate::config::{
-    expect_bool, expect_object, expect_string, quoted, unknown_field, ConfigError,
+    expect_bool, expect_object, expect_string, field_path, quoted, unknown_field, ConfigError,
 };
 use crate::json::{self, Json};
 
@@ -51,7 +51,7 @@ impl Pattern {
         let object = expect_object(path, value)?;
         let mut regex = None;
         for (key, value) in object {
-            let field = format!("{path}.{key}");
+            let field = field_path(path, key);
             match key.as_str() {
                 "regex" => regex = Some(expect_string(&field, value)?),
                 "google_re2" => {
@@ -60,7 +60,7 @@ impl Pattern {
                 _ => return Err(unknown_field(&field, &["regex", "google_re2"])),
             }
         }
-        let field = format!("{path}.regex");
+        let field = field_path(path, "regex");
         let regex = regex.ok_or_else(|| ConfigError::new(&field, "required field is missing"))?;
         Pattern::new(regex).map_err(|reason| ConfigError::new(&field, reason))
     }
@@ -123,7 +123,7 @@ impl StringMatcher {
         let mut ignore_case = false;
         let mut kind: Option<(&str, &Json)> = None;
         for (key, value) in object {
-            let field = format!("{path}.{key}");
+            let field = field_path(path, key);
             match key.as_str() {
                 "ignore_case" => ignore_case = expect_bool(&field, value)?,
                 "exact" | "prefix" | "suffix" | "contains" | "safe_regex" => {
@@ -145,7 +145,7 @@ impl StringMatcher {
                 "one of exact, prefix, suffix, contains, safe_regex is required",
             ));
         };
-        let field = format!("{path}.{key}");
+        let field = field_path(path, key);
         let text = |value| expect_string(&field, value).map(str::to_string);
         Ok(match key {
             "exact" => StringMatcher::Exact {
@@ -168,7 +168,7 @@ impl StringMatcher {
                 if ignore_case {
                     // Envoy refuses this too.
                     return Err(ConfigError::new(
-                        &format!("{path}.ignore_case"),
+                        &field_path(path, "ignore_case"),
                         "ignore_case has no effect for safe_regex (write (?i) in the regex)",
                     ));
                 }
@@ -297,7 +297,7 @@ impl HeaderMatcher {
         let mut invert = false;
         let mut treat_missing_as_empty = false;
         for (key, value) in object {
-            let field = format!("{path}.{key}");
+            let field = field_path(path, key);
             let parsed = match key.as_str() {
                 "name" => {
                     name = Some(header_matcher_name(&field, expect_string(&field, value)?)?);
@@ -346,7 +346,7 @@ impl HeaderMatcher {
             kind = Some((key.as_str(), parsed));
         }
         let name = name.ok_or_else(|| {
-            ConfigError::new(&format!("{path}.name"), "required field is missing")
+            ConfigError::new(&field_path(path, "name"), "required field is missing")
         })?;
         Ok(HeaderMatcher {
             name,
@@ -443,7 +443,7 @@ fn parse_range(path: &str, value: &Json) -> Result<HeaderMatch, ConfigError> {
     let object = expect_object(path, value)?;
     let (mut start, mut end) = (None, None);
     for (key, value) in object {
-        let field = format!("{path}.{key}");
+        let field = field_path(path, key);
         let slot = match key.as_str() {
             "start" => &mut start,
             "end" => &mut end,
@@ -503,7 +503,7 @@ impl QueryParameterMatcher {
         let mut kind = QueryMatch::Present;
         let mut set: Option<&str> = None;
         for (key, value) in object {
-            let field = format!("{path}.{key}");
+            let field = field_path(path, key);
             let parsed = match key.as_str() {
                 "name" => {
                     let text = expect_string(&field, value)?;
@@ -534,7 +534,7 @@ impl QueryParameterMatcher {
             kind = parsed;
         }
         let name = name.ok_or_else(|| {
-            ConfigError::new(&format!("{path}.name"), "required field is missing")
+            ConfigError::new(&field_path(path, "name"), "required field is missing")
         })?;
         Ok(QueryParameterMatcher { name, kind })
     }

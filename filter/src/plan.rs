@@ -749,4 +749,161 @@ mod tests {
         assert_eq!(s.request, before);
         assert!(!plan.touches(Side::Request) && !plan.touches(Side::Response));
     }
+
+    fn route_table(most_specific: bool) -> Plan {
+        let config = format!(
+            r#"{{"most_specific_header_mutations_wins":{most_specific},
+            "request_headers_to_add":[
+                {{"header":{{"key":"x-o","value":"top"}},"append_action":"OVERWRITE_IF_EXISTS_OR_ADD"}},
+                {{"header":{{"key":"x-a","value":"top"}}}}],
+            "request_headers_to_remove":["x-route-only"],
+            "response_headers_to_add":[{{"header":{{"key":"x-level","value":"top"}}}}],
+            "response_rules":[
+                {{"status":["5xx"],"response_headers_to_add":[{{"header":{{"key":"x-level","value":"top-5xx"}}}}]}}],
+            "routes":[
+                {{"name":"api","match":{{"prefix":"/api"}},
+                 "request_headers_to_add":[
+                    {{"header":{{"key":"x-o","value":"route"}},"append_action":"OVERWRITE_IF_EXISTS_OR_ADD"}},
+                    {{"header":{{"key":"x-a","value":"route"}}}},
+                    {{"header":{{"key":"x-route-only","value":"%REQ(:path)%"}}}}],
+                 "response_headers_to_add":[{{"header":{{"key":"x-level","value":"api"}}}}],
+                 "response_rules":[
+                    {{"status":["404"],"response_headers_to_add":[{{"header":{{"key":"x-level","value":"api-404"}}}}]}},
+                    {{"status":["5xx"],"headers":[{{"name":"x-cache","present_match":true}}],
+                     "response_headers_to_add":[{{"header":{{"key":"x-level","value":"api-5xx-cached"}}}}]}}]}},
+                {{"match":{{"path":"/health"}}}}]}}"#
+        );
+        Plan::from_json(config.as_bytes()).unwrap()
+    }
+
+    fn exchange(plan: &Plan, path: &str, response: &[(&str, &str)]) -> (MemoryStream, Option<u16>) {
+        let mut s = stream(&[(":path", path), (":method", "GET")]);
+        s.respond(response);
+        let run = s.run(plan, true);
+        (s, run.route)
+    }
+
+    #[test]
+    fn route_level_runs_before_the_top_level_by_default() {
+        let plan = route_table(false);
+        let (s, route) = exchange(&plan, "/api/x?q=1", &[(":status", "200")]);
+        assert_eq!(route, Some(0));
+        // The top level runs last: its overwrite wins, its append comes last,
+        // and its removal removes what the route added.
+        assert_eq!(s.values(Side::Request, "x-o"), ["top"]);
+        assert_eq!(s.values(Side::Request, "x-a"), ["route", "top"]);
+        assert!(s.values(Side::Request, "x-route-only").is_empty());
+        assert_eq!(s.values(Side::Response, "x-level"), ["api", "top"]);
+    }
+
+    #[test]
+    fn most_specific_wins_reverses_the_levels() {
+        let plan = route_table(true);
+        let (s, _) = exchange(&plan, "/api/x", &[(":status", "200")]);
+        assert_eq!(s.values(Side::Request, "x-o"), ["route"]);
+        assert_eq!(s.values(Side::Request, "x-a"), ["top", "route"]);
+        assert_eq!(s.values(Side::Request, "x-route-only"), ["/api/x"]);
+        assert_eq!(s.values(Side::Response, "x-level"), ["top", "api"]);
+    }
+
+    #[test]
+    fn no_matching_route_runs_only_the_top_level() {
+        let plan = route_table(false);
+        let (s, route) = exchange(&plan, "/other", &[(":status", "503")]);
+        assert_eq!(route, None);
+        assert_eq!(s.values(Side::Request, "x-a"), ["top"]);
+        assert_eq!(s.values(Side::Response, "x-level"), ["top", "top-5xx"]);
+    }
+
+    #[test]
+    fn first_matching_route_wins_even_without_rules() {
+        let plan = route_table(false);
+        let (s, route) = exchange(&plan, "/health", &[(":status", "200")]);
+        assert_eq!(route, Some(1));
+        assert_eq!(s.values(Side::Request, "x-a"), ["top"]);
+        assert!(!plan.route_affects_response(1));
+        assert!(plan.route_affects_response(0));
+    }
+
+    #[test]
+    fn response_rules_follow_their_level_when_their_conditions_hold() {
+        let plan = route_table(false);
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Headers, &[&str])] = &[
+            (&[(":status", "404")], &["api", "api-404", "top"]),
+            (&[(":status", "503")], &["api", "top", "top-5xx"]),
+            (
+                &[(":status", "503"), ("x-cache", "HIT")],
+                &["api", "api-5xx-cached", "top", "top-5xx"],
+            ),
+            (&[(":status", "200"), ("x-cache", "HIT")], &["api", "top"]),
+            (&[], &["api", "top"]),
+        ];
+        for (response, expected) in cases {
+            let (s, _) = exchange(&plan, "/api", response);
+            assert_eq!(
+                s.values(Side::Response, "x-level"),
+                *expected,
+                "{response:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn response_conditions_see_the_response_as_it_arrived() {
+        // The top level removes x-cache, yet the rule (decided before any
+        // write) still sees it.
+        let plan = Plan::from_json(
+            br#"{"response_headers_to_remove":["x-cache"],
+                 "response_rules":[{"headers":[{"name":"x-cache","present_match":true}],
+                   "response_headers_to_add":[{"header":{"key":"x-was-cached","value":"1"}}]}]}"#,
+        )
+        .unwrap();
+        let mut s = stream(&[(":path", "/")]);
+        s.respond(&[(":status", "200"), ("x-cache", "HIT")]);
+        s.run(&plan, true);
+        assert_eq!(s.values(Side::Response, "x-was-cached"), ["1"]);
+        assert!(s.values(Side::Response, "x-cache").is_empty());
+    }
+
+    #[test]
+    fn routes_match_on_headers_query_and_route_name() {
+        let plan = Plan::from_json(
+            br#"{"routes":[
+                {"match":{"prefix":"/","headers":[{"name":":method","string_match":{"exact":"POST"}}]},
+                 "request_headers_to_add":[{"header":{"key":"x-r","value":"post"}}]},
+                {"match":{"prefix":"/","query_parameters":[{"name":"debug","present_match":true}]},
+                 "request_headers_to_add":[{"header":{"key":"x-r","value":"debug"}}]},
+                {"match":{"route_name":{"exact":"reviews-v2"}},
+                 "request_headers_to_add":[{"header":{"key":"x-r","value":"v2"}}]}]}"#,
+        )
+        .unwrap();
+        let run = |method: &str, path: &str, route_name: Option<&str>| {
+            let mut s = stream(&[(":method", method), (":path", path)]);
+            s.route_name = route_name.map(|n| n.as_bytes().to_vec());
+            s.run(&plan, false);
+            s.values(Side::Request, "x-r")
+        };
+        assert_eq!(run("POST", "/?debug", None), ["post"]);
+        assert_eq!(run("GET", "/?debug", None), ["debug"]);
+        assert_eq!(run("GET", "/", Some("reviews-v2")), ["v2"]);
+        assert!(run("GET", "/", Some("reviews-v1")).is_empty());
+        assert!(run("GET", "/", None).is_empty());
+    }
+
+    #[test]
+    fn plans_touch_the_sides_they_need() {
+        let only_response_route = Plan::from_json(
+            br#"{"routes":[{"match":{"prefix":"/a"},"response_headers_to_add":[{"header":{"key":"x","value":"1"}}]}]}"#,
+        )
+        .unwrap();
+        // The request side chooses the route the response side acts on.
+        assert!(only_response_route.touches(Side::Request));
+        assert!(only_response_route.touches(Side::Response));
+        let only_request_route = Plan::from_json(
+            br#"{"routes":[{"match":{"prefix":"/a"},"request_headers_to_add":[{"header":{"key":"x","value":"1"}}]}]}"#,
+        )
+        .unwrap();
+        assert!(!only_request_route.touches(Side::Response));
+    }
 }

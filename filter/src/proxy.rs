@@ -40,7 +40,7 @@ use crate::format::{Property, Reader, Side};
 use crate::plan::{Host, Outcome, Plan, Scratch};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root::new(id)) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root { id }) });
 }}
 
 /// Per-VM state.
@@ -54,6 +54,8 @@ struct Shared {
     scratch: Scratch,
     /// Counted in memory on the hot path, flushed to Envoy's stats on tick.
     pending: Outcome,
+    /// The VM's counters (metric ids are per VM), once defined.
+    metrics: Option<Metrics>,
 }
 
 struct RootPlan {
@@ -98,6 +100,7 @@ static SHARED: VmCell = VmCell(RefCell::new(Shared {
         removed: 0,
         refused: 0,
     },
+    metrics: None,
 }));
 
 /// Runs `f` on the shared state. Host calls made inside never re-enter the
@@ -169,35 +172,26 @@ impl Metrics {
 
 const FLUSH_PERIOD: Duration = Duration::from_secs(1);
 
-struct Root {
-    id: u32,
-    metrics: Option<Metrics>,
-}
+/// The root-context work, shared by the built module's own entry points
+/// (`header_filter_on_configure`, `_on_tick`) and the SDK's dispatch that
+/// the unpruned cargo output uses.
+mod roots {
+    use super::*;
 
-impl Root {
-    fn new(id: u32) -> Root {
-        Root { id, metrics: None }
-    }
-}
-
-impl Context for Root {
-    fn on_done(&mut self) -> bool {
-        // Only reached through the SDK's dispatch (the pruned module does
-        // not export proxy_on_done).
-        with_shared(|shared| shared.roots.retain(|r| r.id != self.id));
-        true
-    }
-}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        if self.metrics.is_none() {
-            self.metrics = Metrics::define();
-        }
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
+    /// Configures root `id`: compiles its plan, or logs the one error
+    /// line and refuses (Envoy then fails closed).
+    pub fn configure(id: u32) -> bool {
+        let metrics = metrics();
+        let bytes = proxy_wasm::hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
         match Plan::from_json(&bytes) {
             Ok(plan) => {
-                let id = self.id;
                 with_shared(|shared| {
                     shared.roots.retain(|r| r.id != id);
                     shared.roots.push(RootPlan { id, plan, ticks: 0 });
@@ -210,7 +204,7 @@ impl RootContext for Root {
                     LogLevel::Error,
                     &format!("header-filter: invalid configuration: {error}"),
                 );
-                if let Some(metrics) = self.metrics {
+                if let Some(metrics) = metrics {
                     let _ = proxy_wasm::hostcalls::increment_metric(metrics.rejected, 1);
                 }
                 false
@@ -218,9 +212,19 @@ impl RootContext for Root {
         }
     }
 
-    fn on_tick(&mut self) {
-        let id = self.id;
-        let pending = with_shared(|shared| {
+    /// The VM's counters, defined on first use.
+    fn metrics() -> Option<Metrics> {
+        if let Some(metrics) = with_shared(|shared| shared.metrics) {
+            return Some(metrics);
+        }
+        let metrics = Metrics::define();
+        with_shared(|shared| shared.metrics = metrics);
+        metrics
+    }
+
+    /// Ages root `id`'s stream records and flushes the VM's counters.
+    pub fn tick(id: u32) {
+        let (pending, metrics) = with_shared(|shared| {
             if let Some(root) = shared.roots.iter_mut().find(|r| r.id == id) {
                 root.ticks += 1;
                 let now = root.ticks;
@@ -228,9 +232,9 @@ impl RootContext for Root {
                     .streams
                     .retain(|s| s.root != id || now - s.born < STALE_TICKS);
             }
-            std::mem::take(&mut shared.pending)
+            (std::mem::take(&mut shared.pending), shared.metrics)
         });
-        let Some(metrics) = self.metrics else { return };
+        let Some(metrics) = metrics else { return };
         for (metric, count) in [
             (metrics.written, pending.written),
             (metrics.removed, pending.removed),
@@ -240,6 +244,32 @@ impl RootContext for Root {
                 let _ = proxy_wasm::hostcalls::increment_metric(metric, i64::from(count));
             }
         }
+    }
+
+    pub fn forget(id: u32) {
+        with_shared(|shared| shared.roots.retain(|r| r.id != id));
+    }
+}
+
+/// A root context as the SDK's dispatch sees it (unpruned cargo output).
+struct Root {
+    id: u32,
+}
+
+impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        roots::forget(self.id);
+        true
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        roots::configure(self.id)
+    }
+
+    fn on_tick(&mut self) {
+        roots::tick(self.id);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -354,8 +384,7 @@ fn response(shared: &mut Shared, root: usize, route: Option<u16>, kept: &[Option
 #[no_mangle]
 pub extern "C" fn header_filter_on_context_create(context_id: u32, root_context_id: u32) {
     if root_context_id == 0 {
-        // SAFETY: the SDK's own export, called as Envoy would.
-        unsafe { sdk::proxy_on_context_create(context_id, 0) };
+        // A root: its plan is made by `header_filter_on_configure`.
         return;
     }
     with_shared(|shared| {
@@ -395,11 +424,34 @@ pub extern "C" fn header_filter_on_response_headers(
     .on_http_response_headers(num_headers, end_of_stream)
 }
 
-/// The SDK's dispatcher entry points we forward to.
-mod sdk {
+/// `_initialize` of the built module: the C runtime's constructors, and
+/// none of the SDK's dispatch (its `_initialize` registers the SDK's root
+/// context factory, which the built module does not use).
+#[no_mangle]
+pub extern "C" fn header_filter_initialize() {
     extern "C" {
-        pub fn proxy_on_context_create(context_id: u32, root_context_id: u32);
+        fn __wasm_call_ctors();
     }
+    // SAFETY: what every WASI reactor's `_initialize` does first.
+    unsafe { __wasm_call_ctors() };
+}
+
+/// `proxy_on_vm_start` of the built module: nothing to set up.
+#[no_mangle]
+pub extern "C" fn header_filter_on_vm_start(_root_context_id: u32, _vm_config_size: usize) -> bool {
+    true
+}
+
+/// `proxy_on_configure` of the built module.
+#[no_mangle]
+pub extern "C" fn header_filter_on_configure(root_context_id: u32, _config_size: usize) -> bool {
+    roots::configure(root_context_id)
+}
+
+/// `proxy_on_tick` of the built module.
+#[no_mangle]
+pub extern "C" fn header_filter_on_tick(root_context_id: u32) {
+    roots::tick(root_context_id);
 }
 
 /// The host's header maps and properties, through the raw ABI, during the

@@ -12,7 +12,7 @@
 //! `case_sensitive: false` affects the first three only.
 
 use crate::config::{
-    expect_array, expect_bool, expect_object, expect_string, parse_level_field, quoted,
+    expect_bool, expect_object, expect_string, field_path, parse_level_field, parse_list, quoted,
     unknown_field, ConfigError, Rules, LEVEL_FIELDS,
 };
 use crate::json::{self, Json};
@@ -106,7 +106,7 @@ impl RouteMatch {
         };
         let mut specifier: Option<&str> = None;
         for (key, value) in object {
-            let field = format!("{path}.{key}");
+            let field = field_path(path, key);
             let spec = match key.as_str() {
                 "prefix" => PathMatch::Prefix(expect_string(&field, value)?.to_string()),
                 "path" => PathMatch::Path(expect_string(&field, value)?.to_string()),
@@ -121,11 +121,12 @@ impl RouteMatch {
                     continue;
                 }
                 "headers" => {
-                    matcher.headers = each(&field, value, HeaderMatcher::parse)?;
+                    matcher.headers = parse_list(&field, value, HeaderMatcher::parse)?;
                     continue;
                 }
                 "query_parameters" => {
-                    matcher.query_parameters = each(&field, value, QueryParameterMatcher::parse)?;
+                    matcher.query_parameters =
+                        parse_list(&field, value, QueryParameterMatcher::parse)?;
                     continue;
                 }
                 "route_name" => {
@@ -270,18 +271,6 @@ pub fn without_query_and_fragment(path: &[u8]) -> &[u8] {
     }
 }
 
-fn each<T>(
-    path: &str,
-    value: &Json,
-    parse: fn(&str, &Json) -> Result<T, ConfigError>,
-) -> Result<Vec<T>, ConfigError> {
-    expect_array(path, value)?
-        .iter()
-        .enumerate()
-        .map(|(i, item)| parse(&format!("{path}[{i}]"), item))
-        .collect()
-}
-
 fn write_list<T>(out: &mut String, items: &[T], write: fn(&T, &mut String)) {
     out.push('[');
     for (i, item) in items.iter().enumerate() {
@@ -309,7 +298,7 @@ impl Route {
         let mut route = Route::default();
         let mut matcher = None;
         for (key, value) in object {
-            let field = format!("{path}.{key}");
+            let field = field_path(path, key);
             match key.as_str() {
                 "name" => route.name = Some(expect_string(&field, value)?.to_string()),
                 "match" => matcher = Some(RouteMatch::parse(&field, value)?),
@@ -322,7 +311,7 @@ impl Route {
         }
         route.matcher = matcher.ok_or_else(|| {
             ConfigError::new(
-                &format!("{path}.match"),
+                &field_path(path, "match"),
                 "required field is missing ({} matches every request)",
             )
         })?;
@@ -331,7 +320,7 @@ impl Route {
 
     /// Parses `routes`.
     pub fn parse_list(path: &str, value: &Json) -> Result<Vec<Route>, ConfigError> {
-        each(path, value, Route::parse)
+        parse_list(path, value, Route::parse)
     }
 
     /// A name for people: the route's `name`, else its index.
@@ -467,10 +456,12 @@ impl ResponseRule {
         let object = expect_object(path, value)?;
         let mut rule = ResponseRule::default();
         for (key, value) in object {
-            let field = format!("{path}.{key}");
+            let field = field_path(path, key);
             match key.as_str() {
-                "status" => rule.condition.status = each(&field, value, StatusRange::parse)?,
-                "headers" => rule.condition.headers = each(&field, value, HeaderMatcher::parse)?,
+                "status" => rule.condition.status = parse_list(&field, value, StatusRange::parse)?,
+                "headers" => {
+                    rule.condition.headers = parse_list(&field, value, HeaderMatcher::parse)?
+                }
                 "response_headers_to_add" | "response_headers_to_remove" => {
                     let mut request = Rules::default();
                     parse_level_field(key, &field, value, &mut request, &mut rule.response)?;
@@ -489,7 +480,7 @@ impl ResponseRule {
 
     /// Parses `response_rules`.
     pub fn parse_list(path: &str, value: &Json) -> Result<Vec<ResponseRule>, ConfigError> {
-        each(path, value, ResponseRule::parse)
+        parse_list(path, value, ResponseRule::parse)
     }
 
     pub fn write_json(&self, out: &mut String) {
@@ -505,4 +496,217 @@ impl ResponseRule {
 /// The response's status, from its `:status` header.
 pub fn parse_status(value: Option<&[u8]>) -> Option<u16> {
     std::str::from_utf8(value?).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn route_match(json_text: &str) -> RouteMatch {
+        RouteMatch::parse("m", &json::parse(json_text.as_bytes()).unwrap()).unwrap()
+    }
+
+    fn takes(matcher: &RouteMatch, path: &str) -> bool {
+        let view = RequestView {
+            path: path.as_bytes(),
+            headers: HeaderPairs::new(&[]),
+            route_name: None,
+        };
+        matcher.matches(&view, &mut Vec::new())
+    }
+
+    #[test]
+    fn path_specifiers_as_envoys_router() {
+        let cases: &[(&str, &str, bool)] = &[
+            (r#"{"prefix":"/api"}"#, "/api", true),
+            (r#"{"prefix":"/api"}"#, "/apiary", true),
+            (r#"{"prefix":"/api"}"#, "/API", false),
+            (
+                r#"{"prefix":"/api","case_sensitive":false}"#,
+                "/API/x",
+                true,
+            ),
+            (r#"{"prefix":"/api?x"}"#, "/api?x=1", false),
+            (r#"{"prefix":""}"#, "/anything", true),
+            (r#"{"path":"/a"}"#, "/a?b=c", true),
+            (r#"{"path":"/a"}"#, "/a#frag", true),
+            (r#"{"path":"/a"}"#, "/a/", false),
+            (r#"{"path":"/A","case_sensitive":false}"#, "/a", true),
+            (r#"{"path_separated_prefix":"/api"}"#, "/api", true),
+            (r#"{"path_separated_prefix":"/api"}"#, "/api/v1", true),
+            (r#"{"path_separated_prefix":"/api"}"#, "/api?x", true),
+            (r#"{"path_separated_prefix":"/api"}"#, "/apiary", false),
+            (
+                r#"{"path_separated_prefix":"/API","case_sensitive":false}"#,
+                "/api/x",
+                true,
+            ),
+            (
+                r#"{"safe_regex":{"regex":"/v[0-9]+/.*"}}"#,
+                "/v1/users?x=1",
+                true,
+            ),
+            (r#"{"safe_regex":{"regex":"/v[0-9]+"}}"#, "/v1/users", false),
+            // case_sensitive does not apply to regexes (Envoy).
+            (
+                r#"{"safe_regex":{"regex":"/a"},"case_sensitive":false}"#,
+                "/A",
+                false,
+            ),
+            (r#"{}"#, "/whatever", true),
+        ];
+        for (config, path, expected) in cases {
+            assert_eq!(
+                takes(&route_match(config), path),
+                *expected,
+                "{config} on {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_codes_ranges_and_classes() {
+        let parse = |text: &str| StatusRange::parse("s", &json::parse(text.as_bytes()).unwrap());
+        assert_eq!(
+            parse(r#""404""#).unwrap(),
+            StatusRange {
+                low: 404,
+                high: 404
+            }
+        );
+        assert_eq!(
+            parse("404").unwrap(),
+            StatusRange {
+                low: 404,
+                high: 404
+            }
+        );
+        assert_eq!(
+            parse(r#""5xx""#).unwrap(),
+            StatusRange {
+                low: 500,
+                high: 599
+            }
+        );
+        assert_eq!(
+            parse(r#""200-299""#).unwrap(),
+            StatusRange {
+                low: 200,
+                high: 299
+            }
+        );
+        for bad in [
+            r#""6xx""#,
+            r#""299-200""#,
+            r#""99""#,
+            r#""2xx-3xx""#,
+            r#""abc""#,
+            "600",
+            r#""""#,
+            "4.04",
+        ] {
+            let error = parse(bad).unwrap_err().to_string();
+            assert!(
+                error.contains(
+                    "is not a status: write a code (404), a range (200-299) or a class (5xx)"
+                ),
+                "{bad}: {error}"
+            );
+        }
+        assert_eq!(
+            parse("true").unwrap_err().to_string(),
+            "s: expected a string or a number, got a boolean"
+        );
+    }
+
+    #[test]
+    fn route_table_refusals_name_the_path_and_the_reason() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"routes":[{"match":{"prefix":"/","grpc":{}}}]}"#,
+                "routes[0].match.grpc: not supported by this filter",
+            ),
+            (
+                r#"{"routes":[{"match":{"runtime_fraction":{}}}]}"#,
+                "routes[0].match.runtime_fraction: not supported by this filter",
+            ),
+            (
+                r#"{"routes":[{"match":{"prefix":"/","path":"/a"}}]}"#,
+                "routes[0].match.path: only one of prefix, path, path_separated_prefix, safe_regex may be set (prefix is set too)",
+            ),
+            (
+                r#"{"routes":[{"match":{"prefx":"/"}}]}"#,
+                "routes[0].match.prefx: unknown field (accepted: prefix, path, path_separated_prefix, safe_regex, case_sensitive, headers, query_parameters, route_name)",
+            ),
+            (
+                r#"{"routes":[{"match":{"path_separated_prefix":"/api/"}}]}"#,
+                r#"routes[0].match.path_separated_prefix: "/api/" must be at least 2 characters, hold no ? or #, and not end in / (Envoy's rule)"#,
+            ),
+            (
+                r#"{"routes":[{"match":{"safe_regex":{"regex":"a(b"}}}]}"#,
+                r#"routes[0].match.safe_regex.regex: regex "a(b" is not supported:"#,
+            ),
+            (
+                r#"{"routes":[{"name":"x"}]}"#,
+                "routes[0].match: required field is missing ({} matches every request)",
+            ),
+            (
+                r#"{"routes":[{"match":{},"route":{"cluster":"c"}}]}"#,
+                "routes[0].route: unknown field (accepted: name, match, request_headers_to_add",
+            ),
+            (
+                r#"{"routes":[{"match":{"headers":[{"name":"x","string_match":{"exact":"a","ignore_case":"yes"}}]}}]}"#,
+                "routes[0].match.headers[0].string_match.ignore_case: expected a boolean, got a string",
+            ),
+            (
+                r#"{"response_rules":[{"status":["7xx"]}]}"#,
+                r#"response_rules[0].status[0]: "7xx" is not a status"#,
+            ),
+            (
+                r#"{"response_rules":[{"request_headers_to_add":[]}]}"#,
+                "response_rules[0].request_headers_to_add: a response rule can only change response headers",
+            ),
+            (
+                r#"{"routes":[{"match":{},"response_rules":[{"status":["5xx"],"response_headers_to_add":[{"header":{"key":":status","value":"200"}}]}]}]}"#,
+                r#"routes[0].response_rules[0].response_headers_to_add[0].header.key: ":status": :-prefixed or host headers may not be modified"#,
+            ),
+            (
+                r#"{"most_specific_header_mutations_wins":"yes"}"#,
+                "most_specific_header_mutations_wins: expected a boolean, got a string",
+            ),
+            (r#"{"routes":{}}"#, "routes: expected an array, got an object"),
+        ];
+        for (config, expected) in cases {
+            let error = Config::parse(config.as_bytes()).unwrap_err().to_string();
+            assert!(
+                error.starts_with(expected),
+                "{config}\n got: {error}\nwant: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn route_tables_round_trip_through_canonical_json() {
+        let config = Config::parse(
+            br#"{"most_specific_header_mutations_wins":true,
+                "response_rules":[{"status":["5xx","404","200-204"],"headers":[{"name":"content-type","string_match":{"prefix":"text/html"}}],
+                  "response_headers_to_add":[{"header":{"key":"cache-control","value":"no-store"}}]}],
+                "routes":[{"name":"api","match":{"path_separated_prefix":"/api","case_sensitive":false,
+                  "headers":[{"name":":method","string_match":{"exact":"GET"}}],
+                  "query_parameters":[{"name":"debug","present_match":true},{"name":"v","string_match":{"safe_regex":{"regex":"[0-9]+"}}}],
+                  "route_name":{"prefix":"reviews"}},
+                  "request_headers_to_add":[{"header":{"key":"x-a","value":"%REQ(:path)%"}}],
+                  "response_headers_to_remove":["server"],
+                  "response_rules":[{"response_headers_to_add":[{"header":{"key":"x-b","value":"1"}}]}]},
+                  {"match":{"safe_regex":{"regex":"/v[0-9]+"}}}]}"#,
+        )
+        .unwrap();
+        let canonical = config.to_json();
+        assert_eq!(
+            Config::parse(canonical.as_bytes()).unwrap(),
+            config,
+            "{canonical}"
+        );
+    }
 }

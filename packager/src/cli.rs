@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::exit::HELP as EXIT_HELP;
 use crate::image::{Format, Image, Inspection};
 use crate::layer;
 use crate::manifest::{ManifestInput, ScalarText};
@@ -18,16 +19,21 @@ use crate::output;
 use crate::package::{self, BuildInputs};
 use crate::registry::{self, Credentials, Options};
 
-/// Package proxy-wasm modules as extension images for Maistra and Istio.
+/// Package proxy-wasm modules as extension images for Istio, Envoy Gateway and
+/// OpenShift Service Mesh.
 #[derive(Debug, Parser)]
-#[command(name = "extpack", version)]
+#[command(name = "extpack", version, after_help = EXIT_HELP)]
 #[command(
-    long_about = "Package proxy-wasm modules as extension images for Maistra and Istio.
+    long_about = "Package proxy-wasm modules as extension images for Istio, Envoy Gateway \
+and OpenShift Service Mesh.
 
-The image holds manifest.yaml (Maistra schemaVersion 1) and plugin.wasm in one
-tar+gzip layer (the \"compat\" format, default), or the runtime config and the
-raw module as two layers (the \"artifact\" format). Both load in Istio's
-WasmPlugin; compat also loads in Maistra's ServiceMeshExtension.
+The image holds plugin.wasm (first) and manifest.yaml (Maistra schemaVersion 1)
+in one tar+gzip layer (the \"compat\" format, default), or the runtime config and
+the raw module as two layers (the \"artifact\" format). Both load in Istio's
+WasmPlugin and Envoy Gateway's EnvoyExtensionPolicy. OpenShift Service Mesh
+2.1 and 2.2 also load compat through ServiceMeshExtension (maistra.io/v1,
+deprecated in 2.2, removed in 2.3); 2.3 and later, and 3.x, load the same
+compat image through WasmPlugin.
 
 Typical use:
   extpack validate filter.wasm --config config.json
@@ -44,6 +50,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image as an OCI layout folder or OCI archive
+    #[command(after_help = EXIT_HELP)]
     #[command(
         long_about = "Build an image as an OCI image layout folder (--output) or an OCI \
 archive (--archive). The module is validated first (WebAssembly, proxy-wasm ABI exports), and \
@@ -63,6 +70,7 @@ Example:
         dest: Destination,
     },
     /// Push a built layout folder or archive to a registry
+    #[command(after_help = EXIT_HELP)]
     #[command(
         long_about = "Push an OCI layout folder or OCI archive made by `extpack build` to \
 an OCI registry. The manifest is pushed byte for byte, so the registry digest is the local one.
@@ -82,6 +90,7 @@ Example:
         registry: RegistryArgs,
     },
     /// Build and push in one step (nothing is written locally)
+    #[command(after_help = EXIT_HELP)]
     #[command(
         long_about = "Build an image and push it in one step; takes every `build` flag \
 except the destination.
@@ -100,6 +109,7 @@ Example (CI):
         registry: RegistryArgs,
     },
     /// Show an image's format, digests and manifest.yaml
+    #[command(after_help = EXIT_HELP)]
     #[command(
         long_about = "Show an image's format, manifest digest, layers, manifest.yaml and \
 module, from a layout folder, an archive or a registry. Every digest is verified.
@@ -118,6 +128,7 @@ Example:
         registry: RegistryArgs,
     },
     /// Write the module back out of an image
+    #[command(after_help = EXIT_HELP)]
     #[command(
         long_about = "Write the module out of an image, found the way Istio's fetcher \
 finds it (last layer's plugin.wasm, or the Wasm content layer). Digests are verified and the \
@@ -138,18 +149,31 @@ Example:
         #[command(flatten)]
         registry: RegistryArgs,
     },
-    /// Print a ServiceMeshExtension, WasmPlugin and EnvoyFilter for an image
+    /// Print a WasmPlugin, EnvoyExtensionPolicy, EnvoyFilter and ServiceMeshExtension for an image
+    #[command(after_help = EXIT_HELP)]
     #[command(
-        long_about = "Generate the mesh resources that deploy an image, pinned to its digest: a \
-ServiceMeshExtension (maistra.io/v1), a WasmPlugin (extensions.istio.io/v1alpha1) and an \
-EnvoyFilter (networking.istio.io/v1alpha3) whose Wasm filter fetches the module from the \
-registry's blob URL (artifact format) or --module-url, checked by sha256. The image is read \
-from the registry at REF, or from a local layout/archive with --image (what `push` sends, \
-byte for byte). --config is validated with the filter's own code and embedded in each.
+        long_about = "Generate the resources that deploy an image, pinned to its digest:
+
+  wasmplugin.yaml            WasmPlugin (extensions.istio.io/v1alpha1): Istio 1.12+, and
+                             OpenShift Service Mesh 2.3 and later, and 3.x
+  envoyextensionpolicy.yaml  EnvoyExtensionPolicy (gateway.envoyproxy.io/v1alpha1): Envoy
+                             Gateway, attached to --target-ref
+  envoyfilter.yaml           EnvoyFilter (networking.istio.io/v1alpha3) whose Wasm filter
+                             fetches the module over HTTP, checked by sha256
+  servicemeshextension.yaml  ServiceMeshExtension (maistra.io/v1): OpenShift Service Mesh /
+                             Maistra 2.1 and 2.2 only (deprecated in 2.2, removed in 2.3,
+                             whose operator refuses to upgrade while any exist; from 2.3 the
+                             WasmPlugin loads the same compat image)
+
+The image is read from the registry at REF, or from a local layout/archive with --image \
+(what `push` sends, byte for byte). --config is validated with the filter's own code and \
+embedded in each.
 
 Example:
   extpack manifests ghcr.io/acme/header-filter:1.0.0 --config filter-config.json \\
-      --namespace bookinfo --selector app=productpage --output-dir manifests/"
+      --namespace bookinfo --selector app=productpage --target-ref Gateway/eg \\
+      --module-url http://header-filter-module.bookinfo.svc.cluster.local/header_filter.wasm \\
+      --output-dir manifests/"
     )]
     Manifests {
         /// Where the image is: REGISTRY/REPOSITORY:TAG (or @sha256:...)
@@ -178,10 +202,18 @@ Example:
         /// Read the image from this layout folder or archive instead of REF
         #[arg(long, value_name = "DIR|FILE.tar")]
         image: Option<String>,
-        /// URL Envoy fetches the module from (needed for compat images)
+        /// URL the EnvoyFilter's Envoy fetches the raw module from (needed for
+        /// compat images). Envoy's remote fetch accepts only an HTTP 200 answer
+        /// and follows no redirect; GitHub release URLs and most registries'
+        /// blob URLs redirect, so serve the module from an in-cluster server
+        /// (the cluster becomes outbound|PORT||HOST)
         #[arg(long, value_name = "URL")]
         module_url: Option<String>,
-        /// Write servicemeshextension.yaml, wasmplugin.yaml and envoyfilter.yaml here
+        /// What the EnvoyExtensionPolicy attaches to: Gateway/NAME or
+        /// HTTPRoute/NAME (group gateway.networking.k8s.io)
+        #[arg(long, value_name = "KIND/NAME", default_value = "Gateway/eg")]
+        target_ref: String,
+        /// Write the four files here
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
         /// Replace existing files in --output-dir
@@ -191,6 +223,7 @@ Example:
         registry: RegistryArgs,
     },
     /// Check a module (and optionally a filter config) without building
+    #[command(after_help = EXIT_HELP)]
     #[command(
         long_about = "Check that a module is WebAssembly and exports the proxy-wasm ABI \
 (proxy_abi_version_*, proxy_on_memory_allocate or malloc, memory); with --config, validate a \
@@ -206,6 +239,104 @@ Example:
         #[arg(long, value_name = "FILE.json")]
         config: Option<PathBuf>,
     },
+    /// Try a filter configuration on a described request, offline
+    #[command(long_about = RENDER_HELP)]
+    Render(RenderArgs),
+}
+
+const RENDER_HELP: &str = "Run the header filter's own core on a request (and optionally a \
+response) described on the command line, and print which route matched and every header as it \
+leaves the filter: `+` added by the filter, `-` removed by it. No Envoy is needed, so configs can \
+be tested in CI; the request is what the filter sees in Envoy (pseudo-headers :method, :path, \
+:authority, :scheme, then the headers given; Envoy may add others, such as x-request-id, before \
+the filter runs).
+
+Examples:
+  extpack render --config config.json --request 'GET /api/v1?debug=1' -H 'x-user: alice'
+  extpack render --config config.json --request 'POST /login' --status 503 \\
+      --response-header 'content-type: text/html'
+  extpack render --config config.json --route-name reviews-v2 --json | jq .route";
+
+/// `extpack render` arguments.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The filter configuration (JSON), or - for standard input
+    #[arg(long, value_name = "FILE.json")]
+    config: PathBuf,
+    /// The request line: METHOD PATH (the path with its query string)
+    #[arg(long, value_name = "METHOD PATH", default_value = "GET /")]
+    request: String,
+    /// A request header, NAME: VALUE (repeat for more; a name given twice is sent twice)
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// The request's :authority (Host)
+    #[arg(long, value_name = "HOST", default_value = "example.com")]
+    authority: String,
+    /// The request's :scheme
+    #[arg(long, default_value = "http")]
+    scheme: String,
+    /// The name of the Envoy route the request took (Istio names routes), for route_name
+    #[arg(long, value_name = "NAME")]
+    route_name: Option<String>,
+    /// The client's address (source.address), for %DOWNSTREAM_REMOTE_ADDRESS%
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:40000")]
+    remote_address: String,
+    /// The address the request arrived on (destination.address)
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10000")]
+    local_address: String,
+    /// The upstream host's address (upstream.address), for the response side
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    upstream_address: String,
+    /// The request's protocol (request.protocol)
+    #[arg(long, default_value = "HTTP/1.1")]
+    protocol: String,
+    /// Also run the response side, with this status
+    #[arg(long, value_name = "CODE")]
+    status: Option<u16>,
+    /// A response header, NAME: VALUE (repeat for more; needs --status)
+    #[arg(
+        long = "response-header",
+        value_name = "NAME: VALUE",
+        requires = "status"
+    )]
+    response_headers: Vec<String>,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+impl RenderArgs {
+    fn exchange(&self) -> Result<crate::render::Exchange> {
+        use header_filter::format::Property;
+        let (method, path) = crate::render::parse_request_line(&self.request)?;
+        let headers = |list: &[String]| -> Result<Vec<(String, String)>> {
+            list.iter()
+                .map(|h| crate::render::parse_header(h).map_err(Into::into))
+                .collect()
+        };
+        Ok(crate::render::Exchange {
+            method,
+            path,
+            authority: self.authority.clone(),
+            scheme: self.scheme.clone(),
+            headers: headers(&self.headers)?,
+            route_name: self.route_name.clone(),
+            properties: vec![
+                (
+                    Property::DownstreamRemoteAddress,
+                    self.remote_address.clone(),
+                ),
+                (Property::DownstreamLocalAddress, self.local_address.clone()),
+                (
+                    Property::UpstreamRemoteAddress,
+                    self.upstream_address.clone(),
+                ),
+                (Property::Protocol, self.protocol.clone()),
+            ],
+            status: self.status,
+            response_headers: headers(&self.response_headers)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -287,8 +418,12 @@ pub struct Destination {
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
     /// Use plain HTTP (local registries without TLS)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ca_file")]
     pub plain_http: bool,
+    /// Trust the CA certificates in this PEM file too (a registry whose
+    /// certificate a private CA signed)
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
     /// Registry user name (default: Docker config.json credentials)
     #[arg(long, requires = "password_stdin")]
     pub username: Option<String>,
@@ -316,8 +451,14 @@ impl RegistryArgs {
             }
             None => Credentials::DockerConfig,
         };
+        let ca_pem = self
+            .ca_file
+            .as_deref()
+            .map(registry::read_ca_file)
+            .transpose()?;
         Ok(Options {
             plain_http: self.plain_http,
+            ca_pem,
             credentials,
             progress: std::io::stderr().is_terminal(),
         })
@@ -489,6 +630,7 @@ pub fn run(cli: Cli) -> Result<()> {
             manifest,
             image,
             module_url,
+            target_ref,
             output_dir,
             force,
             registry,
@@ -522,6 +664,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 selector: Selector::parse(&selectors)?,
                 fields,
                 module_url,
+                target: target_ref.parse()?,
             };
             let image = match &image {
                 Some(text) => match source(text)? {
@@ -565,6 +708,20 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Render(args) => {
+            let exchange = args.exchange()?;
+            let config = read_input(&args.config)?;
+            let report = crate::render::render(&config, &exchange)
+                .with_context(|| format!("{}", args.config.display()))?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serializes")
+                );
+            } else {
+                print!("{}", report.to_text());
+            }
+        }
         Command::Validate { module, config } => {
             let (_, info) = package::check_module(&module)?;
             println!(
@@ -580,6 +737,18 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A file's bytes, or standard input for `-`.
+fn read_input(path: &Path) -> Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading standard input")?;
+        return Ok(bytes);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 fn print_inspection(i: &Inspection) {

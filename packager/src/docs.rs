@@ -5,9 +5,16 @@
 //! link ever reaches the image. A symbolic link is accepted only when it
 //! resolves inside the folder (its target's content is copied); one that
 //! leaves the folder, dangles or points at a special file is refused.
+//!
+//! No entry may be named `plugin.wasm`: Istio's and Envoy Gateway's fetchers
+//! load the first layer entry with that base name, in any folder (a folder
+//! of that name included), so a docs file of that name could decide which
+//! module a mesh runs, and the digest pin would not catch it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use crate::manifest::MODULE_FILE;
 
 /// Largest docs folder accepted, in bytes of file content.
 pub const MAX_DOCS_BYTES: u64 = 64 << 20;
@@ -23,6 +30,8 @@ pub enum DocsError {
     LinkOut { path: PathBuf },
     #[error("docs folder: {path} is not a regular file or folder: only those are accepted")]
     Special { path: PathBuf },
+    #[error("docs folder: {path} is named {MODULE_FILE}: Istio and Envoy Gateway load the first {MODULE_FILE} in the image, so docs may not hold one; rename it")]
+    ModuleName { path: PathBuf },
     #[error("docs folder: {path} has a name that is not UTF-8")]
     Name { path: PathBuf },
     #[error("docs folder is larger than {MAX_DOCS_BYTES} bytes")]
@@ -61,6 +70,9 @@ pub fn collect(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, DocsError> {
                 .map_err(|_| DocsError::Name {
                     path: child.clone(),
                 })?;
+            if name == MODULE_FILE {
+                return Err(DocsError::ModuleName { path: child });
+            }
             let child_rel = format!("{rel}/{name}");
             let meta = fs::symlink_metadata(&child).map_err(io(&child))?;
             let meta = if meta.file_type().is_symlink() {
@@ -134,6 +146,32 @@ mod tests {
             collect(dir.path()),
             Err(DocsError::LinkOut { .. })
         ));
+    }
+
+    #[test]
+    fn anything_named_plugin_wasm_is_refused_with_its_path() {
+        for (make, rel) in [
+            ("file", "sub/plugin.wasm"),
+            ("file", "plugin.wasm"),
+            ("folder", "a/plugin.wasm"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            if make == "file" {
+                fs::write(&path, "\0asm").unwrap();
+            } else {
+                fs::create_dir(&path).unwrap();
+            }
+            let err = collect(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "docs folder: {} is named plugin.wasm",
+                    path.display()
+                )),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! [`METADATA_BUDGET`] of the limits instead of filling memory.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::path::{Component, Path};
 use std::rc::Rc;
@@ -68,11 +68,57 @@ pub enum ExtractError {
     Corrupt(String),
 }
 
-/// Reads a gzip-compressed tar stream into memory (file path -> content).
+/// One entry of a tar stream: a regular file with its content, or a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TarEntry {
+    /// Normalised path (`./a/` -> `a`).
+    pub path: String,
+    /// The content; `None` for a folder.
+    pub data: Option<Vec<u8>>,
+}
+
+/// The entries of a tar stream in stream order, file paths unique.
+///
+/// The order is kept because the loaders depend on it: Istio's and Envoy
+/// Gateway's fetchers take the *first* entry whose base name is
+/// `plugin.wasm`, folders included (see [`TarFiles::first_named`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TarFiles {
+    entries: Vec<TarEntry>,
+}
+
+impl TarFiles {
+    /// The content of the regular file at `path`.
+    pub fn get(&self, path: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|e| e.path == path)
+            .and_then(|e| e.data.as_deref())
+    }
+
+    /// Every regular file as (path, content), in stream order.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.data.as_deref().map(|d| (e.path.as_str(), d)))
+    }
+
+    /// The first entry, file or folder, whose last path component is `name`:
+    /// what Istio's `extractWasmPluginBinary` (and Envoy Gateway's copy of
+    /// it) returns, since Go's `filepath.Base` also strips a folder's
+    /// trailing `/`.
+    pub fn first_named(&self, name: &str) -> Option<&TarEntry> {
+        self.entries
+            .iter()
+            .find(|e| e.path.rsplit('/').next() == Some(name))
+    }
+}
+
+/// Reads a gzip-compressed tar stream into memory.
 ///
 /// Every gzip member is read, as Go's `gzip.Reader` (Istio, containerd)
 /// does: a second member cannot smuggle files past this check.
-pub fn read_tar_gz(gz: &[u8], limits: Limits) -> Result<BTreeMap<String, Vec<u8>>, ExtractError> {
+pub fn read_tar_gz(gz: &[u8], limits: Limits) -> Result<TarFiles, ExtractError> {
     read_tar(flate2::read::MultiGzDecoder::new(gz), limits)
 }
 
@@ -109,12 +155,9 @@ fn kind_name(kind: tar::EntryType) -> &'static str {
     }
 }
 
-/// Reads a tar stream into memory (file path -> content); folders are checked
-/// but not returned. Paths are normalised (`./a` -> `a`).
-pub fn read_tar(
-    reader: impl Read,
-    limits: Limits,
-) -> Result<BTreeMap<String, Vec<u8>>, ExtractError> {
+/// Reads a tar stream into memory, in stream order. Paths are normalised
+/// (`./a` -> `a`).
+pub fn read_tar(reader: impl Read, limits: Limits) -> Result<TarFiles, ExtractError> {
     let left = Rc::new(Cell::new(0));
     let spent = Rc::new(Cell::new(false));
     let budget = Budget {
@@ -131,7 +174,8 @@ pub fn read_tar(
     };
     let mut archive = tar::Archive::new(budget);
     let mut entries = archive.entries().map_err(corrupt)?;
-    let mut files = BTreeMap::new();
+    let mut files = TarFiles::default();
+    let mut seen = BTreeSet::new();
     let mut total = 0u64;
     loop {
         // Headers, long names, PAX records and whatever the previous entry
@@ -145,7 +189,10 @@ pub fn read_tar(
         let path = normalise(&raw)?;
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
-            tar::EntryType::Directory => continue,
+            tar::EntryType::Directory => {
+                files.entries.push(TarEntry { path, data: None });
+                continue;
+            }
             tar::EntryType::Symlink | tar::EntryType::Link => {
                 return Err(ExtractError::Link(raw));
             }
@@ -178,9 +225,13 @@ pub fn read_tar(
                 read: data.len() as u64,
             });
         }
-        if files.insert(path, data).is_some() {
+        if !seen.insert(path.clone()) {
             return Err(ExtractError::Duplicate(raw));
         }
+        files.entries.push(TarEntry {
+            path,
+            data: Some(data),
+        });
     }
     Ok(files)
 }
@@ -231,7 +282,30 @@ mod tests {
     fn plain_files_are_read_with_normalised_paths() {
         let tar = tar_with("./plugin.wasm", tar::EntryType::Regular, b"abc", None);
         let files = read_tar(&tar[..], Limits::default()).unwrap();
-        assert_eq!(files["plugin.wasm"], b"abc");
+        assert_eq!(files.get("plugin.wasm"), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn entries_keep_stream_order_and_the_first_plugin_wasm_wins_as_in_istio() {
+        let mut tar = tar_with("docs/plugin.wasm", tar::EntryType::Regular, b"docs", None);
+        tar.truncate(tar.len() - 1024);
+        tar.extend(tar_with(
+            "plugin.wasm",
+            tar::EntryType::Regular,
+            b"root",
+            None,
+        ));
+        let files = read_tar(&tar[..], Limits::default()).unwrap();
+        let order: Vec<_> = files.files().map(|(p, _)| p).collect();
+        assert_eq!(order, ["docs/plugin.wasm", "plugin.wasm"]);
+        let first = files.first_named("plugin.wasm").unwrap();
+        assert_eq!(first.path, "docs/plugin.wasm");
+        assert_eq!(first.data.as_deref(), Some(&b"docs"[..]));
+
+        // A folder of that name counts too: Istio would read it as 0 bytes.
+        let folder = tar_with("x/plugin.wasm/", tar::EntryType::Directory, b"", None);
+        let files = read_tar(&folder[..], Limits::default()).unwrap();
+        assert_eq!(files.first_named("plugin.wasm").unwrap().data, None);
     }
 
     #[test]

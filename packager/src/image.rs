@@ -20,7 +20,7 @@ use oci_spec::image::{
 };
 use serde::Serialize;
 
-use crate::extract::{self, ExtractError, Limits};
+use crate::extract::{self, ExtractError, Limits, TarFiles};
 use crate::layer::{self, Layer, Tree};
 use crate::manifest::{Manifest, MODULE_FILE};
 use crate::output::{self, OutputError};
@@ -237,9 +237,11 @@ impl Image {
         let mut annotations = pkg.annotations();
         let (config_desc, layers) = match pkg.format {
             Format::Compat => {
+                // The module first: Istio and Envoy Gateway load the first
+                // entry named plugin.wasm, whatever folder it is in.
                 let mut tree = Tree::new();
-                tree.file("manifest.yaml", pkg.manifest.to_yaml().into_bytes())
-                    .file(MODULE_FILE, pkg.module.clone())
+                tree.first(MODULE_FILE, pkg.module.clone())
+                    .file("manifest.yaml", pkg.manifest.to_yaml().into_bytes())
                     .file(RUNTIME_CONFIG_FILE, runtime_config);
                 for (path, data) in &pkg.docs {
                     tree.file(path.clone(), data.clone());
@@ -424,7 +426,7 @@ impl Image {
             let file = fs::File::open(path).map_err(|e| read_err(e.to_string()))?;
             let files = extract::read_tar(std::io::BufReader::new(file), Limits::default())
                 .map_err(|e| read_err(e.to_string()))?;
-            if !files.contains_key("oci-layout") {
+            if files.get("oci-layout").is_none() {
                 return Err(ImageError::NotAnImage(path.to_path_buf()));
             }
             Source::Files(files)
@@ -502,7 +504,7 @@ impl Image {
     }
 
     /// The files of the compat layer (hardened read), if this is compat.
-    pub fn layer_files(&self) -> Result<Option<BTreeMap<String, Vec<u8>>>, ImageError> {
+    pub fn layer_files(&self) -> Result<Option<TarFiles>, ImageError> {
         if self.format()? != Format::Compat {
             return Ok(None);
         }
@@ -519,16 +521,30 @@ impl Image {
             })
     }
 
-    /// The module, found as Istio's fetcher finds it: the last layer's
-    /// `plugin.wasm` (compat), or the layer of the Wasm content media type
-    /// (artifact).
+    /// The module, found as Istio's fetcher finds it: the last layer's first
+    /// entry named `plugin.wasm`, in any folder (compat), or the layer of
+    /// the Wasm content media type (artifact).
     pub fn module(&self) -> Result<Vec<u8>, ImageError> {
+        self.module_entry().map(|(_, module)| module)
+    }
+
+    /// The module and where it was found (`plugin.wasm`, or the path of the
+    /// layer entry Istio would take).
+    fn module_entry(&self) -> Result<(String, Vec<u8>), ImageError> {
         match self.format()? {
             Format::Compat => {
-                let mut files = self.layer_files()?.expect("compat has layer files");
-                files
-                    .remove(MODULE_FILE)
-                    .ok_or_else(|| ImageError::Shape(format!("its layer has no {MODULE_FILE}")))
+                let files = self.layer_files()?.expect("compat has layer files");
+                let entry = files
+                    .first_named(MODULE_FILE)
+                    .ok_or_else(|| ImageError::Shape(format!("its layer has no {MODULE_FILE}")))?;
+                match &entry.data {
+                    Some(data) => Ok((entry.path.clone(), data.clone())),
+                    None => Err(ImageError::Shape(format!(
+                        "the first {MODULE_FILE} in its layer is the folder {}/, which Istio \
+                         would load as an empty module",
+                        entry.path
+                    ))),
+                }
             }
             Format::Artifact => {
                 let layer = self
@@ -537,28 +553,38 @@ impl Image {
                     .iter()
                     .find(|l| l.media_type().as_ref() == WASM_CONTENT_MEDIA_TYPE)
                     .expect("format checked the content layer");
-                Ok(self.blob(layer)?.to_vec())
+                Ok((MODULE_FILE.to_string(), self.blob(layer)?.to_vec()))
             }
         }
+    }
+
+    /// The root context ids of the runtime config (`--root-id`), empty
+    /// when the image has none or no runtime config.
+    pub fn runtime_root_ids(&self) -> Result<Vec<String>, ImageError> {
+        Ok(self
+            .inspect()?
+            .runtime_config
+            .map(|rc| rc.config.root_ids)
+            .unwrap_or_default())
     }
 
     /// A summary for `inspect`.
     pub fn inspect(&self) -> Result<Inspection, ImageError> {
         let format = self.format()?;
-        let module = self.module()?;
+        let (module_path, module) = self.module_entry()?;
         let (manifest_yaml, files, runtime_config) = match self.layer_files()? {
             Some(files) => (
                 files
                     .get("manifest.yaml")
                     .map(|b| String::from_utf8_lossy(b).into_owned()),
                 files
-                    .iter()
+                    .files()
                     .map(|(p, b)| FileSummary {
-                        path: p.clone(),
+                        path: p.to_string(),
                         size: b.len() as u64,
                     })
                     .collect(),
-                files.get(RUNTIME_CONFIG_FILE).cloned(),
+                files.get(RUNTIME_CONFIG_FILE).map(<[u8]>::to_vec),
             ),
             None => (None, Vec::new(), {
                 let l = self
@@ -591,7 +617,7 @@ impl Image {
                 media_type: "application/wasm".into(),
                 digest: layer::sha256_digest(&module),
                 size: module.len() as u64,
-                title: Some(MODULE_FILE.into()),
+                title: Some(module_path),
             },
             files,
         })
@@ -692,7 +718,7 @@ fn blob_path(digest: &str) -> Result<String, ImageError> {
 /// Where a layout's files come from.
 enum Source {
     Dir(PathBuf),
-    Files(BTreeMap<String, Vec<u8>>),
+    Files(TarFiles),
 }
 
 impl Source {
@@ -711,7 +737,7 @@ impl Source {
             }
             Source::Files(files) => files
                 .get(rel)
-                .cloned()
+                .map(<[u8]>::to_vec)
                 .ok_or_else(|| format!("{rel} is missing")),
         }
     }
@@ -778,17 +804,18 @@ mod tests {
             "maistra-extension"
         );
         let files = image.layer_files().unwrap().unwrap();
-        let names: Vec<_> = files.keys().map(String::as_str).collect();
+        let names: Vec<_> = files.files().map(|(p, _)| p).collect();
         assert_eq!(
             names,
             [
+                "plugin.wasm",
                 "docs/README.md",
                 "manifest.yaml",
-                "plugin.wasm",
                 "runtime-config.json"
             ]
         );
-        assert!(String::from_utf8_lossy(&files["manifest.yaml"]).contains("module: plugin.wasm"));
+        let manifest = files.get("manifest.yaml").unwrap();
+        assert!(String::from_utf8_lossy(manifest).contains("module: plugin.wasm"));
         assert_eq!(image.format().unwrap(), Format::Compat);
         assert_eq!(image.module().unwrap(), package(Format::Compat).module);
     }

@@ -1,7 +1,9 @@
 //! Deterministic tar and tar+gzip: the same files always give the same bytes,
 //! hence the same digest.
 //!
-//! Entries are sorted by path, parent folders are added, ownership is
+//! Entries are sorted by path (after the one file put first, if any: the
+//! module, because Istio and Envoy Gateway load the first `plugin.wasm` they
+//! meet), parent folders are added, ownership is
 //! `0:0` with no user or group names, modes are fixed (0644 files, 0755
 //! folders), every mtime is one fixed time (`SOURCE_DATE_EPOCH` or 0), and
 //! the gzip header carries no timestamp or file name. Nothing here touches the
@@ -36,6 +38,8 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Tree {
     files: BTreeMap<String, Vec<u8>>,
+    /// A root-level file written before every other entry.
+    first: Option<String>,
 }
 
 impl Tree {
@@ -49,10 +53,27 @@ impl Tree {
         self
     }
 
-    /// The tar stream: folders first where they are parents, then sorted.
+    /// Adds a file at the root that the stream holds before any other entry.
+    pub fn first(&mut self, name: impl Into<String>, data: Vec<u8>) -> &mut Tree {
+        let name = name.into();
+        debug_assert!(!name.contains('/'), "only a root-level file can go first");
+        self.files.insert(name.clone(), data);
+        self.first = Some(name);
+        self
+    }
+
+    /// The tar stream: the `first` file, then everything else sorted, with
+    /// folders before their contents.
     pub fn to_tar(&self, mtime: u64) -> Vec<u8> {
         let mut entries: BTreeMap<String, Option<&[u8]>> = BTreeMap::new();
+        let lead = self
+            .first
+            .as_ref()
+            .map(|name| (name.clone(), Some(self.files[name].as_slice())));
         for (path, data) in &self.files {
+            if Some(path) == self.first.as_ref() {
+                continue;
+            }
             let mut parent = String::new();
             let parts: Vec<&str> = path.split('/').collect();
             for part in &parts[..parts.len() - 1] {
@@ -63,7 +84,7 @@ impl Tree {
             entries.insert(path.clone(), Some(data));
         }
         let mut builder = tar::Builder::new(Vec::new());
-        for (path, data) in entries {
+        for (path, data) in lead.into_iter().chain(entries) {
             let mut header = tar::Header::new_gnu();
             header.set_uid(0);
             header.set_gid(0);
@@ -176,6 +197,30 @@ mod tests {
                 "docs/b/c.md",
                 "manifest.yaml",
                 "plugin.wasm"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_first_file_precedes_every_other_entry() {
+        let mut t = tree();
+        t.first("plugin.wasm", b"\0asm".to_vec());
+        let tar = t.to_tar(0);
+        let mut archive = tar::Archive::new(&tar[..]);
+        let seen: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "plugin.wasm",
+                "docs/",
+                "docs/a.md",
+                "docs/b/",
+                "docs/b/c.md",
+                "manifest.yaml"
             ]
         );
     }

@@ -7,10 +7,13 @@
 //! (`--docs` folder), [`layer`] (deterministic tar+gzip), [`image`] (OCI
 //! layout/archive, compat and artifact formats), [`output`] (atomic writes),
 //! [`extract`] (hardened tar reading), [`registry`] (push/pull), [`mesh`]
-//! (ServiceMeshExtension, WasmPlugin and EnvoyFilter for an image).
+//! (ServiceMeshExtension, WasmPlugin, EnvoyFilter and EnvoyExtensionPolicy
+//! for an image), [`exit`] (exit codes by kind of failure), [`render`] (a
+//! filter configuration tried offline on a described request).
 
 pub mod cli;
 pub mod docs;
+pub mod exit;
 pub mod extract;
 pub mod image;
 pub mod layer;
@@ -19,4 +22,5 @@ pub mod mesh;
 pub mod output;
 pub mod package;
 pub mod registry;
+pub mod render;
 pub mod wasm;

@@ -1,5 +1,6 @@
 //! The `extpack` binary: parse arguments, run, and turn any error into one
-//! `error: ...` line on stderr with a non-zero exit (never a backtrace).
+//! `error: ...` line on stderr with the exit code of its kind (never a
+//! backtrace; see `exit.rs`).
 
 use std::process::ExitCode;
 
@@ -11,7 +12,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            ExitCode::FAILURE
+            ExitCode::from(extpack::exit::ExitKind::of(&e).code())
         }
     }
 }

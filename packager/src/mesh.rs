@@ -1,6 +1,8 @@
 //! Mesh resources that deploy an extension image: Maistra's
-//! `ServiceMeshExtension`, Istio's `WasmPlugin`, and a plain-Istio
-//! `EnvoyFilter` whose Wasm filter fetches the module itself.
+//! `ServiceMeshExtension` (OpenShift Service Mesh 2.1 and 2.2 only), Istio's
+//! `WasmPlugin` (Istio, and OpenShift Service Mesh 2.3+ and 3.x), a
+//! plain-Istio `EnvoyFilter` whose Wasm filter fetches the module itself, and
+//! Envoy Gateway's `EnvoyExtensionPolicy`.
 //!
 //! Everything is generated from one checked [`Image`] (so every digest is the
 //! one that was read and verified) and one filter configuration that passed
@@ -19,11 +21,27 @@ use crate::layer;
 use crate::manifest::{ExtensionName, ManifestError, ManifestInput, Phase, Priority};
 use crate::registry::ImageRef;
 
-/// The three files `--output-dir` writes, in the order they are printed.
-pub const FILE_NAMES: [&str; 3] = [
+/// The files `--output-dir` writes, in the order they are printed.
+pub const FILE_NAMES: [&str; 4] = [
     "servicemeshextension.yaml",
     "wasmplugin.yaml",
     "envoyfilter.yaml",
+    "envoyextensionpolicy.yaml",
+];
+
+/// What each file's header says besides the image it pins: where the
+/// resource applies, and what a reader must know before applying it.
+const NOTES: [&str; 4] = [
+    "# ServiceMeshExtension (maistra.io/v1) exists only in OpenShift Service Mesh / Maistra 2.1 and\n\
+     # 2.2. It is deprecated in 2.2 and removed in 2.3, whose operator refuses to upgrade while any\n\
+     # exist. From 2.3, and in 3.x, apply wasmplugin.yaml instead: it loads the same image.\n",
+    "# Istio 1.12+, and OpenShift Service Mesh 2.3+ and 3.x. Istio compares sha256 with the digest\n\
+     # of the image manifest it pulls.\n",
+    "# Envoy fetches http_uri itself and accepts only an HTTP 200 answer, following no redirect.\n\
+     # GitHub release URLs and most registries' blob URLs redirect: serve the module from a server\n\
+     # that answers 200, e.g. in-cluster (its cluster is outbound|PORT||HOST).\n",
+    "# Envoy Gateway (gateway.envoyproxy.io/v1alpha1). Envoy Gateway compares code.image.sha256\n\
+     # with the digest of the image manifest it pulls.\n",
 ];
 
 /// How long Envoy waits for one fetch of a remote module, and how often it
@@ -54,8 +72,10 @@ pub enum MeshError {
         "filter configuration must be a JSON object (it becomes spec.config and spec.pluginConfig)"
     )]
     ConfigNotObject,
-    #[error("{0}: the image has no module layer Envoy can fetch directly (its layer is a tar+gzip): publish with --format artifact, or host the module and pass --module-url")]
+    #[error("{0}: the image has no module layer Envoy can fetch directly (its layer is a tar+gzip): publish with --format artifact, or host the module and pass --module-url (a server that answers 200 without redirects, e.g. in-cluster)")]
     CompatNeedsModuleUrl(String),
+    #[error("--target-ref {0:?} is not KIND/NAME with KIND Gateway or HTTPRoute: e.g. --target-ref Gateway/eg")]
+    TargetRef(String),
     #[error("--module-url {0:?} is not an http:// or https:// URL with a host")]
     ModuleUrl(String),
     #[error("{reference} names digest {named}, but the image read has digest {actual}")]
@@ -199,10 +219,17 @@ pub enum IstioPhase {
 }
 
 impl IstioPhase {
-    /// Istio's phases are insertion points: "before Istio's authn filter",
-    /// "after authn, before authz", "after authz, before stats", and
-    /// unspecified ("at the end, right before the router"). Each Maistra
-    /// phase maps to the one with the same neighbours.
+    /// Istio's phases are insertion points. Istio (release-1.14 on,
+    /// `buildHTTPConnectionManager`) builds the chain as: AUTHN plugins,
+    /// authn filter, AUTHZ plugins, authz filter, STATS plugins,
+    /// UNSPECIFIED plugins, then grpc-stats, fault, cors, the stats
+    /// filters and the router. So UNSPECIFIED is right after STATS and
+    /// before the stats filter; Istio has no slot after it.
+    ///
+    /// Maistra 2.2 puts PreStats before `istio.stats` and PostStats after
+    /// it. Each Maistra phase maps to the Istio phase with the same Istio
+    /// filter before it: PostStats to UNSPECIFIED keeps it after every
+    /// PreStats extension, but it runs before the stats filter, not after.
     pub fn from_maistra(phase: Phase) -> IstioPhase {
         match phase {
             Phase::PreAuthN => IstioPhase::AUTHN,
@@ -230,6 +257,36 @@ pub struct MeshInputs {
     /// Where Envoy fetches the module for the `EnvoyFilter`, instead of the
     /// registry's blob URL.
     pub module_url: Option<String>,
+    /// What the `EnvoyExtensionPolicy` attaches to.
+    pub target: TargetRef,
+}
+
+/// A Gateway API object an `EnvoyExtensionPolicy` attaches to
+/// (`--target-ref KIND/NAME`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetRef {
+    /// Always `gateway.networking.k8s.io`.
+    pub group: String,
+    /// `Gateway` or `HTTPRoute`.
+    pub kind: String,
+    pub name: String,
+}
+
+impl FromStr for TargetRef {
+    type Err = MeshError;
+    fn from_str(s: &str) -> Result<TargetRef, MeshError> {
+        let bad = || MeshError::TargetRef(s.to_string());
+        let (kind, name) = s.split_once('/').ok_or_else(bad)?;
+        if !matches!(kind, "Gateway" | "HTTPRoute") || name.parse::<ExtensionName>().is_err() {
+            return Err(bad());
+        }
+        Ok(TargetRef {
+            group: "gateway.networking.k8s.io".into(),
+            kind: kind.into(),
+            name: name.into(),
+        })
+    }
 }
 
 /// The generated resources.
@@ -238,6 +295,49 @@ pub struct Manifests {
     pub service_mesh_extension: Resource<SmeSpec>,
     pub wasm_plugin: Resource<WasmPluginSpec>,
     pub envoy_filter: Resource<EnvoyFilterSpec>,
+    pub extension_policy: Resource<ExtensionPolicySpec>,
+}
+
+/// `gateway.envoyproxy.io/v1alpha1` `EnvoyExtensionPolicySpec` (Envoy
+/// Gateway `api/v1alpha1/envoyextensionypolicy_types.go`), Wasm only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtensionPolicySpec {
+    pub target_refs: Vec<TargetRef>,
+    pub wasm: Vec<GatewayWasm>,
+}
+
+/// Envoy Gateway's `Wasm` (`api/v1alpha1/wasm_types.go`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayWasm {
+    pub name: String,
+    #[serde(rename = "rootID")]
+    pub root_id: String,
+    pub code: GatewayWasmCode,
+    /// Passed to the filter as JSON text.
+    pub config: serde_json::Value,
+    pub fail_open: bool,
+}
+
+/// `WasmCodeSource` with `type: Image`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayWasmCode {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub image: GatewayWasmImage,
+}
+
+/// `ImageWasmCodeSource`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayWasmImage {
+    /// `oci://REPOSITORY:TAG`.
+    pub url: String,
+    /// The image manifest digest (hex): Envoy Gateway's `cache.go` compares
+    /// it with the digest of the manifest it pulls.
+    pub sha256: String,
 }
 
 /// A Kubernetes object.
@@ -578,8 +678,8 @@ impl Manifests {
                 selector: (!inputs.selector.is_empty()).then(|| IstioWorkloadSelector {
                     match_labels: inputs.selector.clone(),
                 }),
-                url: oci_url,
-                sha256: manifest_sha256,
+                url: oci_url.clone(),
+                sha256: manifest_sha256.clone(),
                 image_pull_policy: "IfNotPresent".into(),
                 plugin_name: name.clone(),
                 phase: IstioPhase::from_maistra(phase),
@@ -590,7 +690,7 @@ impl Manifests {
         let envoy_filter = Resource {
             api_version: "networking.istio.io/v1alpha3".into(),
             kind: "EnvoyFilter".into(),
-            metadata,
+            metadata: metadata.clone(),
             spec: EnvoyFilterSpec {
                 workload_selector: labels,
                 config_patches: vec![ConfigPatch {
@@ -620,7 +720,7 @@ impl Manifests {
                                     name: name.clone(),
                                     root_id: name.clone(),
                                     vm_config: VmConfig {
-                                        vm_id: name,
+                                        vm_id: name.clone(),
                                         runtime: "envoy.wasm.runtime.v8".into(),
                                         code: AsyncDataSource {
                                             remote: RemoteDataSource {
@@ -649,10 +749,37 @@ impl Manifests {
                 }],
             },
         };
+        let root_id = image
+            .runtime_root_ids()?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| name.clone());
+        let extension_policy = Resource {
+            api_version: "gateway.envoyproxy.io/v1alpha1".into(),
+            kind: "EnvoyExtensionPolicy".into(),
+            metadata: metadata.clone(),
+            spec: ExtensionPolicySpec {
+                target_refs: vec![inputs.target.clone()],
+                wasm: vec![GatewayWasm {
+                    name: name.clone(),
+                    root_id,
+                    code: GatewayWasmCode {
+                        type_: "Image".into(),
+                        image: GatewayWasmImage {
+                            url: oci_url.clone(),
+                            sha256: manifest_sha256.clone(),
+                        },
+                    },
+                    config: inputs.config.value().clone(),
+                    fail_open: false,
+                }],
+            },
+        };
         Ok(Manifests {
             service_mesh_extension,
             wasm_plugin,
             envoy_filter,
+            extension_policy,
         })
     }
 
@@ -663,6 +790,7 @@ impl Manifests {
             to_yaml(&self.service_mesh_extension),
             to_yaml(&self.wasm_plugin),
             to_yaml(&self.envoy_filter),
+            to_yaml(&self.extension_policy),
         ];
         let header = format!(
             "# Generated by `extpack manifests` for {} ({}); regenerate, do not edit.\n",
@@ -675,12 +803,13 @@ impl Manifests {
         );
         FILE_NAMES
             .into_iter()
+            .zip(NOTES)
             .zip(yaml)
-            .map(|(file, text)| (file, format!("{header}{text}")))
+            .map(|((file, note), text)| (file, format!("{header}{note}{text}")))
             .collect()
     }
 
-    /// The three resources as one multi-document YAML stream.
+    /// The resources as one multi-document YAML stream.
     pub fn to_yaml_stream(&self, reference: &ImageRef) -> String {
         self.documents(reference)
             .into_iter()
@@ -754,6 +883,7 @@ mod tests {
             selector: Selector::parse(&["app=productpage"]).unwrap(),
             fields: ManifestInput::default(),
             module_url: None,
+            target: "Gateway/eg".parse().unwrap(),
         }
     }
 
@@ -774,6 +904,54 @@ mod tests {
             serde_yaml::to_string(&IstioPhase::Unspecified).unwrap(),
             "UNSPECIFIED_PHASE\n"
         );
+    }
+
+    #[test]
+    fn extension_policy_pins_the_manifest_digest_and_targets_the_flag() {
+        let img = image(Format::Compat);
+        let mut i = inputs("registry.example:5000/filters/header-filter:1.0.0");
+        i.target = "HTTPRoute/backend".parse().unwrap();
+        i.module_url = Some("http://m.bookinfo.svc.cluster.local/f.wasm".into());
+        let m = Manifests::generate(&img, &i).unwrap();
+        let spec = &m.extension_policy.spec;
+        assert_eq!(
+            m.extension_policy.api_version,
+            "gateway.envoyproxy.io/v1alpha1"
+        );
+        assert_eq!(m.extension_policy.kind, "EnvoyExtensionPolicy");
+        assert_eq!(spec.target_refs[0].group, "gateway.networking.k8s.io");
+        assert_eq!(spec.target_refs[0].kind, "HTTPRoute");
+        assert_eq!(spec.target_refs[0].name, "backend");
+        let wasm = &spec.wasm[0];
+        assert_eq!(wasm.code.type_, "Image");
+        assert_eq!(
+            wasm.code.image.url,
+            "oci://registry.example:5000/filters/header-filter:1.0.0"
+        );
+        assert_eq!(
+            format!("sha256:{}", wasm.code.image.sha256),
+            img.manifest_digest
+        );
+        assert_eq!(wasm.config, *i.config.value());
+        assert!(!wasm.fail_open);
+        assert_eq!(wasm.root_id, "header-filter");
+    }
+
+    #[test]
+    fn target_refs_are_gateway_or_httproute_with_a_name() {
+        for bad in [
+            "Gateway",
+            "Service/x",
+            "Gateway/",
+            "gateway/eg",
+            "HTTPRoute/Bad_Name",
+        ] {
+            let err = bad.parse::<TargetRef>().unwrap_err().to_string();
+            assert!(
+                err.contains("is not KIND/NAME with KIND Gateway or HTTPRoute"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -838,7 +1016,8 @@ mod tests {
         assert_eq!(
             err,
             "ghcr.io/x/y:1: the image has no module layer Envoy can fetch directly (its layer is a tar+gzip): \
-             publish with --format artifact, or host the module and pass --module-url"
+             publish with --format artifact, or host the module and pass --module-url \
+             (a server that answers 200 without redirects, e.g. in-cluster)"
         );
         assert!(!err.contains('\n'));
     }
@@ -904,7 +1083,7 @@ mod tests {
         assert_eq!(remote.http_uri.cluster, "outbound|5000||registry.example");
         assert_eq!(format!("sha256:{}", remote.sha256), layer);
         let stream = m.to_yaml_stream(&i.reference);
-        assert_eq!(stream.matches("\n---\n").count(), 2, "{stream}");
+        assert_eq!(stream.matches("\n---\n").count(), 3, "{stream}");
     }
 
     #[test]

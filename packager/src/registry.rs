@@ -8,9 +8,10 @@
 //! blobs larger than the extraction limits before downloading them.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::manifest::{OciDescriptor, OCI_IMAGE_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
@@ -30,6 +31,19 @@ pub enum RegistryError {
     PushToDigest(String),
     #[error("cannot reach registry {registry}: {reason}")]
     Unreachable { registry: String, reason: String },
+    #[error("TLS with registry {registry} failed: {problem}: {hint}")]
+    Tls {
+        registry: String,
+        /// The certificate problem, in words.
+        problem: String,
+        /// `--ca-file` and `--plain-http`, or only the latter once a CA
+        /// file was given.
+        hint: &'static str,
+    },
+    #[error("--ca-file {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
+    #[error("registry {registry} sent data that does not match its digest: {reason}")]
+    Integrity { registry: String, reason: String },
     #[error("registry {registry} refused access to {reference} ({what}): {hint}")]
     Unauthorized {
         registry: String,
@@ -76,21 +90,72 @@ pub enum Credentials {
 pub struct Options {
     /// Plain HTTP instead of HTTPS (local registries).
     pub plain_http: bool,
+    /// PEM certificates trusted besides the built-in roots (`--ca-file`),
+    /// for registries whose certificate a private CA signed.
+    pub ca_pem: Option<Vec<u8>>,
     pub credentials: Credentials,
     /// Print a line per blob on stderr.
     pub progress: bool,
 }
 
-fn client(opts: &Options) -> Client {
-    Client::new(ClientConfig {
+/// Reads a `--ca-file`: PEM text holding at least one certificate.
+pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, RegistryError> {
+    let bad = |reason: String| RegistryError::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certificates = String::from_utf8_lossy(&pem)
+        .matches("-----BEGIN CERTIFICATE-----")
+        .count();
+    if certificates == 0 {
+        return Err(bad(
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----): give the CA certificate in PEM form"
+                .into(),
+        ));
+    }
+    // Parsed now so that a damaged file is named as such, not as a TLS failure.
+    reqwest_check(&pem).map_err(bad)?;
+    Ok(pem)
+}
+
+/// Lets the HTTP client parse the PEM as it will when connecting.
+fn reqwest_check(pem: &[u8]) -> Result<(), String> {
+    let cert = Certificate {
+        encoding: CertificateEncoding::Pem,
+        data: pem.to_vec(),
+    };
+    Client::try_from(ClientConfig {
+        extra_root_certificates: vec![cert],
+        ..ClientConfig::default()
+    })
+    .map(|_| ())
+    .map_err(|e| format!("is not a usable PEM certificate: {e}"))
+}
+
+fn client(opts: &Options) -> Result<Client, RegistryError> {
+    let extra_root_certificates = opts
+        .ca_pem
+        .iter()
+        .map(|pem| Certificate {
+            encoding: CertificateEncoding::Pem,
+            data: pem.clone(),
+        })
+        .collect();
+    Client::try_from(ClientConfig {
         protocol: if opts.plain_http {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https
         },
+        extra_root_certificates,
         connect_timeout: Some(std::time::Duration::from_secs(10)),
         read_timeout: Some(std::time::Duration::from_secs(120)),
         ..ClientConfig::default()
+    })
+    .map_err(|e| RegistryError::Other {
+        registry: String::new(),
+        reason: format!("cannot set up the HTTP client: {e}"),
     })
 }
 
@@ -143,12 +208,66 @@ fn auth_hint(registry: &str, auth: &RegistryAuth) -> String {
     }
 }
 
+/// The certificate problem in a TLS failure's error chain, in words, or
+/// `None` when the chain is not a TLS failure.
+fn tls_problem(chain: &str) -> Option<String> {
+    let lower = chain.to_lowercase();
+    let problems = [
+        (
+            "unknownissuer",
+            "its certificate is signed by a CA this machine does not trust (UnknownIssuer)",
+        ),
+        (
+            "notvalidforname",
+            "its certificate is not valid for this host name (NotValidForName)",
+        ),
+        ("expired", "its certificate has expired (Expired)"),
+        (
+            "notvalidyet",
+            "its certificate is not valid yet (NotValidYet)",
+        ),
+        (
+            "badsignature",
+            "its certificate has a bad signature (BadSignature)",
+        ),
+        ("unknownca", "it does not trust the CA (UnknownCA)"),
+        ("self-signed", "its certificate is self-signed"),
+        ("invalid peer certificate", "its certificate was refused"),
+        (
+            "corrupt message",
+            "it did not answer TLS (is it a plain-HTTP registry?)",
+        ),
+        (
+            "invalidcontenttype",
+            "it did not answer TLS (is it a plain-HTTP registry?)",
+        ),
+        (
+            "received corrupt message",
+            "it did not answer TLS (is it a plain-HTTP registry?)",
+        ),
+    ];
+    if let Some((_, words)) = problems.iter().find(|(key, _)| lower.contains(key)) {
+        // The rustls detail (e.g. `invalid peer certificate: UnknownIssuer`)
+        // is kept so the exact cause is searchable.
+        let detail = lower
+            .find("invalid peer certificate")
+            .map(|at| chain[at..].trim_end_matches(')').to_string());
+        return Some(match detail {
+            Some(detail) => format!("{words}; {detail}"),
+            None => words.to_string(),
+        });
+    }
+    (lower.contains("tls") || lower.contains("certificate") || lower.contains("handshake"))
+        .then(|| "the TLS handshake failed".to_string())
+}
+
 /// Turns an `oci-client` error into one line that says what to do.
 fn explain(
     e: OciDistributionError,
     reference: &Reference,
     what: &'static str,
     auth: &RegistryAuth,
+    opts: &Options,
 ) -> RegistryError {
     let registry = reference.registry().to_string();
     let chain = {
@@ -170,6 +289,12 @@ fn explain(
         hint: auth_hint(&registry, auth),
     };
     match &e {
+        OciDistributionError::DigestError(DigestError::VerificationError { .. }) => {
+            return RegistryError::Integrity {
+                registry,
+                reason: chain,
+            }
+        }
         OciDistributionError::UnauthorizedError { .. }
         | OciDistributionError::AuthenticationFailure(_) => return unauthorized(),
         OciDistributionError::ServerError {
@@ -219,6 +344,28 @@ fn explain(
     if lower.contains("401 unauthorized") || lower.contains("403 forbidden") {
         return unauthorized();
     }
+    if opts.plain_http && lower.contains("http request to an https server") {
+        return RegistryError::Tls {
+            registry,
+            problem: "it speaks only HTTPS, and --plain-http was given".into(),
+            hint: "drop --plain-http (and pass --ca-file CA.pem if a private CA signed its certificate)",
+        };
+    }
+    if !opts.plain_http {
+        if let Some(problem) = tls_problem(&chain) {
+            return RegistryError::Tls {
+                registry,
+                problem,
+                hint: if opts.ca_pem.is_some() {
+                    "the --ca-file given does not vouch for it: give the CA that signed the \
+                     registry's certificate (or --plain-http for a registry without TLS)"
+                } else {
+                    "if a private CA signed its certificate, pass --ca-file CA.pem; \
+                     for a registry without TLS pass --plain-http"
+                },
+            };
+        }
+    }
     if lower.contains("error sending request")
         || lower.contains("connection refused")
         || lower.contains("dns error")
@@ -241,11 +388,6 @@ fn explain(
             "the host name does not resolve".to_string()
         } else if lower.contains("timed out") {
             "the connection timed out".to_string()
-        } else if lower.contains("tls")
-            || lower.contains("certificate")
-            || lower.contains("corrupt message")
-        {
-            "TLS failed: for a registry without TLS pass --plain-http".to_string()
         } else {
             chain
         };
@@ -285,12 +427,12 @@ pub async fn push(
     if reference.digest().is_some() {
         return Err(RegistryError::PushToDigest(reference.whole()));
     }
-    let client = client(opts);
+    let client = client(opts)?;
     let auth = auth_for(reference, &opts.credentials)?;
     client
         .auth(reference, &auth, RegistryOperation::Push)
         .await
-        .map_err(|e| explain(e, reference, "push", &auth))?;
+        .map_err(|e| explain(e, reference, "push", &auth, opts))?;
     let descriptors = std::iter::once(image.manifest.config()).chain(image.manifest.layers());
     let mut done = std::collections::BTreeSet::new();
     for desc in descriptors {
@@ -305,7 +447,7 @@ pub async fn push(
         let exists = client
             .blob_exists(reference, &digest)
             .await
-            .map_err(|e| explain(e, reference, "push", &auth))?;
+            .map_err(|e| explain(e, reference, "push", &auth, opts))?;
         if exists {
             progress(opts, format_args!("{digest}: already in the registry"));
             continue;
@@ -317,7 +459,7 @@ pub async fn push(
         client
             .push_blob(reference, bytes.clone(), &digest)
             .await
-            .map_err(|e| explain(e, reference, "push", &auth))?;
+            .map_err(|e| explain(e, reference, "push", &auth, opts))?;
     }
     progress(
         opts,
@@ -330,23 +472,23 @@ pub async fn push(
             OCI_IMAGE_MEDIA_TYPE.parse().expect("a valid header value"),
         )
         .await
-        .map_err(|e| explain(e, reference, "push", &auth))?;
+        .map_err(|e| explain(e, reference, "push", &auth, opts))?;
     Ok(image.manifest_digest.clone())
 }
 
 /// Pulls an image, verifying the manifest digest (against the reference's
 /// digest when it has one) and every blob.
 pub async fn pull(reference: &Reference, opts: &Options) -> Result<Image, RegistryError> {
-    let client = client(opts);
+    let client = client(opts)?;
     let auth = auth_for(reference, &opts.credentials)?;
     client
         .auth(reference, &auth, RegistryOperation::Pull)
         .await
-        .map_err(|e| explain(e, reference, "pull", &auth))?;
+        .map_err(|e| explain(e, reference, "pull", &auth, opts))?;
     let (bytes, _digest) = client
         .pull_manifest_raw(reference, &auth, &[OCI_IMAGE_MEDIA_TYPE])
         .await
-        .map_err(|e| explain(e, reference, "pull", &auth))?;
+        .map_err(|e| explain(e, reference, "pull", &auth, opts))?;
     // Check the sizes first, then download, then verify every digest.
     let manifest = oci_spec::image::ImageManifest::from_reader(&bytes[..]).map_err(|e| {
         ImageError::Shape(format!("its manifest is not an OCI image manifest: {e}"))
@@ -370,7 +512,7 @@ pub async fn pull(reference: &Reference, opts: &Options) -> Result<Image, Regist
         client
             .pull_blob(reference, &oci_descriptor(desc), &mut out)
             .await
-            .map_err(|e| explain(e, reference, "pull", &auth))?;
+            .map_err(|e| explain(e, reference, "pull", &auth, opts))?;
         blobs.insert(digest, out);
     }
     let image = Image::from_parts(bytes.to_vec(), reference.digest(), |d| {

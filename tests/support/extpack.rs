@@ -12,6 +12,28 @@ use std::time::Instant;
 
 use crate::paths::extpack_bin;
 
+/// The extension fields most tests build and publish with: `--name
+/// header-filter --phase PostAuthZ --priority 10`.
+pub const FIELDS: [&str; 6] = [
+    "--name",
+    "header-filter",
+    "--phase",
+    "PostAuthZ",
+    "--priority",
+    "10",
+];
+
+/// The layer entries `inspect --json` lists (`files[].path`), in layer
+/// order.
+pub fn listed_files(inspection: &serde_json::Value) -> Vec<String> {
+    inspection["files"]
+        .as_array()
+        .expect("inspect --json lists files")
+        .iter()
+        .map(|f| f["path"].as_str().expect("a path").to_string())
+        .collect()
+}
+
 /// One finished run.
 #[derive(Debug)]
 pub struct Run {
@@ -34,10 +56,21 @@ impl Run {
         self
     }
 
-    /// Asserts exit 1 with exactly one `error: ` line holding every `want`,
-    /// and no panic; `case` names the input in failure messages.
+    /// Asserts exit 1 (invalid input) with exactly one `error: ` line
+    /// holding every `want`, and no panic; `case` names the input in failure
+    /// messages.
     pub fn refused(&self, case: &str, wants: &[&str]) {
-        assert_eq!(self.code, 1, "{case}: exit code; stderr: {}", self.stderr);
+        self.exits(1, case, wants);
+    }
+
+    /// [`Run::refused`] for another exit code (extpack's codes by kind: 3 not
+    /// found, 4 auth, 5 integrity, 6 unreachable or TLS).
+    pub fn exits(&self, code: i32, case: &str, wants: &[&str]) {
+        assert_eq!(
+            self.code, code,
+            "{case}: exit code; stderr: {}",
+            self.stderr
+        );
         assert!(
             self.stderr.starts_with("error: "),
             "{case}: stderr: {}",
@@ -62,6 +95,12 @@ impl Run {
     /// [`Run::refused`] for one expected fragment; returns the run.
     pub fn fails_with(self, want: &str) -> Run {
         self.refused("extpack", &[want]);
+        self
+    }
+
+    /// [`Run::exits`] for one expected fragment; returns the run.
+    pub fn fails_with_code(self, code: i32, want: &str) -> Run {
+        self.exits(code, "extpack", &[want]);
         self
     }
 

