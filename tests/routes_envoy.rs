@@ -17,6 +17,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use e2e::differential::{comparable, differences};
+use e2e::extpack::extpack_with;
 use e2e::{envoy_yaml, http, paths, EchoUpstream, Envoy, Response};
 use header_filter::format::Side;
 use header_filter::offline::MemoryStream;
@@ -237,6 +238,63 @@ impl Table {
         Some((stream, run.route))
     }
 
+    /// The same exchange through `extpack render --json` (the CLI over
+    /// the offline core): the headers as they leave the filter, as a
+    /// stream [`Table::offline_differences`] can judge.
+    fn rendered(
+        &self,
+        request: &Request,
+        filter: SocketAddr,
+        response: &Response,
+        route_name: Option<&str>,
+    ) -> MemoryStream {
+        let seen = request.seen_by_filter(filter);
+        let upstream = request.upstream_response(response.status);
+        let text = |(n, v): &(String, Vec<u8>)| format!("{n}: {}", String::from_utf8_lossy(v));
+        let mut args: Vec<String> = vec![
+            "render".into(),
+            "--config".into(),
+            "-".into(),
+            "--json".into(),
+            "--request".into(),
+            format!("{} {}", request.method, request.path),
+            "--authority".into(),
+            filter.to_string(),
+            "--status".into(),
+            response.status.to_string(),
+        ];
+        for header in seen.iter().filter(|(n, _)| !n.starts_with(':')) {
+            args.extend(["-H".to_string(), text(header)]);
+        }
+        for header in upstream.iter().filter(|(n, _)| !n.starts_with(':')) {
+            args.extend(["--response-header".to_string(), text(header)]);
+        }
+        if let Some(name) = route_name {
+            args.extend(["--route-name".to_string(), name.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = extpack_with(&args, Some(&self.config.to_string()), &[]).ok();
+        let report: Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("render --json output ({e}): {}", run.stdout));
+        let side = |key: &str| -> Vec<(String, Vec<u8>)> {
+            report[key]["headers"]
+                .as_array()
+                .unwrap_or_else(|| panic!("render --json has no {key}: {report}"))
+                .iter()
+                .filter(|e| e["change"] != "removed")
+                .map(|e| {
+                    let field = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                    (field("name"), field("value").into_bytes())
+                })
+                .collect()
+        };
+        MemoryStream {
+            request: side("request"),
+            response: side("response"),
+            ..MemoryStream::default()
+        }
+    }
+
     /// Where the headers the configuration writes differ between what the
     /// upstream and the client got from the filter and the offline stream.
     fn offline_differences(
@@ -376,6 +434,30 @@ impl Differential {
             exchanges.push(exchange);
         }
         (found, exchanges)
+    }
+
+    /// Runs every exchange the upstream answered through `extpack render`
+    /// and panics unless it writes what the filter wrote in Envoy.
+    fn assert_render_agrees(&self, tag: &str, exchanges: &[Exchange]) {
+        let table = self.table(tag);
+        let filter = self.envoy.listener(&format!("filter-{tag}"));
+        let mut found = Vec::new();
+        for exchange in exchanges.iter().filter(|e| e.offline.is_some()) {
+            let rendered = table.rendered(&exchange.request, filter, &exchange.filter, None);
+            let lines = table.offline_differences(&exchange.request, &exchange.filter, &rendered);
+            if !lines.is_empty() {
+                found.push(format!(
+                    "{}\n    {}",
+                    exchange.request,
+                    lines.join("\n    ")
+                ));
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "{tag}: extpack render differs from Envoy:\n  {}",
+            found.join("\n  ")
+        );
     }
 
     /// [`Differential::compare`] that panics on any difference, and unless
@@ -918,6 +1000,8 @@ fn levels_stack_as_envoys_header_parsers() {
     let requests = levels_requests();
     let plain = envoy.assert_agree("route-first", &requests, &[]);
     let reversed = envoy.assert_agree("top-first", &requests, &[]);
+    envoy.assert_render_agrees("route-first", &plain);
+    envoy.assert_render_agrees("top-first", &reversed);
     // The two orders must have made a difference the comparison saw.
     let both_ow = |exchanges: &[Exchange]| exchanges[1].filter.echoed("x-both-ow");
     assert_eq!(both_ow(&plain), ["top-rq"]);
@@ -964,6 +1048,15 @@ impl FilterEnvoy {
         assert!(
             differences.is_empty(),
             "{request}: the offline core differs from Envoy:\n  {}",
+            differences.join("\n  ")
+        );
+        let rendered = self.table.rendered(request, addr, &response, route_name);
+        let differences = self
+            .table
+            .offline_differences(request, &response, &rendered);
+        assert!(
+            differences.is_empty(),
+            "{request}: extpack render differs from Envoy:\n  {}",
             differences.join("\n  ")
         );
         response
