@@ -601,6 +601,7 @@ fn path_specifiers_match_as_envoys_router() {
         "/params",
         "/params;v=1?x",
         "/caf%C3%A9",
+        "/caf\u{e9}",
     ];
     let mut requests: Vec<Request> = paths.iter().map(|p| Request::get(p)).collect();
     for method in ["POST", "HEAD", "DELETE", "OPTIONS", "PURGE"] {
@@ -701,9 +702,27 @@ fn header_matcher_routes() -> Vec<(&'static str, Value)> {
             "range-invert",
             json!({"name": "x-m", "range_match": {"start": 10, "end": 20}, "invert_match": true}),
         ),
+        // The deprecated forms Envoy 1.40 still takes.
         (
             "legacy-exact-empty",
             json!({"name": "x-m", "exact_match": ""}),
+        ),
+        ("legacy-exact", json!({"name": "x-m", "exact_match": "abc"})),
+        (
+            "legacy-prefix",
+            json!({"name": "x-m", "prefix_match": "ab"}),
+        ),
+        (
+            "legacy-suffix",
+            json!({"name": "x-m", "suffix_match": "bc"}),
+        ),
+        (
+            "legacy-contains",
+            json!({"name": "x-m", "contains_match": "b"}),
+        ),
+        (
+            "legacy-regex",
+            json!({"name": "x-m", "safe_regex_match": {"regex": "a.c"}}),
         ),
         (
             "upper-name",
