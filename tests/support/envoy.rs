@@ -44,6 +44,32 @@ impl StartError {
             StartError::NoEnvoy(_) | StartError::Io { .. } => "",
         }
     }
+
+    /// Asserts that the header filter refused its configuration as it
+    /// must: exactly one `header-filter: invalid` line in the log, at error
+    /// level, saying `invalid configuration: {reason}`.
+    ///
+    /// # Panics
+    /// When it did not, with the log.
+    pub fn assert_filter_refused(&self, reason: &str) {
+        let log = self.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("header-filter: invalid"))
+            .collect();
+        let expected = format!("header-filter: invalid configuration: {reason}");
+        assert_eq!(lines.len(), 1, "one filter line expected:\n{log}");
+        assert!(
+            lines[0].contains(&expected),
+            "expected {expected:?} in {:?}",
+            lines[0]
+        );
+        assert!(
+            lines[0].contains("[error]"),
+            "logged at error level: {}",
+            lines[0]
+        );
+    }
 }
 
 impl fmt::Display for StartError {

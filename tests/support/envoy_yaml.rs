@@ -22,6 +22,32 @@ pub fn route_listener_yaml(name: &str, http_filters: &str, route_fields: &str) -
         .lines()
         .map(|line| format!("\n                {line}"))
         .collect();
+    let route_config = render(
+        r#"
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: echo }{{ROUTE_FIELDS}}"#,
+        &[("ROUTE_FIELDS", &route_fields)],
+    );
+    http_listener_yaml(name, http_filters, &route_config)
+}
+
+/// [`listener_yaml`] with a whole route table of the test's own: Envoy's
+/// `RouteConfiguration` as JSON (a JSON object is a YAML flow mapping), its
+/// routes pointing at `echo` or another cluster of the bootstrap.
+pub fn route_config_listener_yaml(
+    name: &str,
+    http_filters: &str,
+    route_config: &serde_json::Value,
+) -> String {
+    http_listener_yaml(name, http_filters, &format!(" {route_config}"))
+}
+
+/// The listener around a `route_config` (the YAML text after the key).
+fn http_listener_yaml(name: &str, http_filters: &str, route_config: &str) -> String {
     render(
         r#"    name: {{NAME}}
     address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
@@ -31,13 +57,7 @@ pub fn route_listener_yaml(name: &str, http_filters: &str, route_fields: &str) -
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: {{NAME}}
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: echo }{{ROUTE_FIELDS}}
+          route_config:{{ROUTE_CONFIG}}
           http_filters:
 {{FILTERS}}
           - name: envoy.filters.http.router
@@ -46,7 +66,7 @@ pub fn route_listener_yaml(name: &str, http_filters: &str, route_fields: &str) -
         &[
             ("NAME", &name),
             ("FILTERS", &http_filters),
-            ("ROUTE_FIELDS", &route_fields),
+            ("ROUTE_CONFIG", &route_config),
         ],
     )
 }

@@ -7,6 +7,7 @@
 
 pub mod chain;
 pub mod compose;
+pub mod differential;
 pub mod envoy;
 pub mod envoy_yaml;
 pub mod extpack;

@@ -6,8 +6,12 @@
 //! `[name, value]` pairs of the request headers in order (multiplicity kept,
 //! names lower-cased). Each request header `x-respond-<name>: <value>` adds a
 //! response header `<name>: <value>` (so tests can make the upstream send,
-//! say, `x-powered-by`), and `x-upstream: echo` is always added.
-//! Keep-alive is supported; it must not interpret anything else.
+//! say, `x-powered-by`; `x-respond-content-type` replaces the JSON
+//! content type), and `x-upstream: echo` is always added. `x-echo-status:
+//! <code>` answers with that status instead of 200 (same body; 200-599
+//! except 204 and 304, which may not carry one), so tests can make the
+//! upstream fail. Keep-alive is supported; it must not
+//! interpret anything else.
 
 use crate::wire::{self, Framing};
 use std::io::{self, BufReader, Write};
@@ -17,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 const RESPOND_PREFIX: &str = "x-respond-";
+const STATUS_HEADER: &str = "x-echo-status";
 
 /// A running echo server; stops (and closes its connections) on drop.
 pub struct EchoUpstream {
@@ -134,7 +139,15 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
             .collect();
         let body = serde_json::to_vec(&received).map_err(io::Error::other)?;
 
-        let mut response = String::from("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n");
+        let status = head
+            .header(STATUS_HEADER)
+            .and_then(|code| code.trim().parse::<u16>().ok())
+            .filter(|code| (200..=599).contains(code) && !matches!(code, 204 | 304))
+            .unwrap_or(200);
+        let mut response = format!("HTTP/1.1 {status} Echo\r\n");
+        if head.header("x-respond-content-type").is_none() {
+            response.push_str("content-type: application/json\r\n");
+        }
         response.push_str(&format!("content-length: {}\r\n", body.len()));
         for (name, value) in &received {
             if let Some(respond) = name.strip_prefix(RESPOND_PREFIX) {
