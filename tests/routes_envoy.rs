@@ -19,10 +19,15 @@ use std::net::SocketAddr;
 use e2e::differential::{comparable, differences};
 use e2e::extpack::extpack_with;
 use e2e::{envoy_yaml, http, paths, EchoUpstream, Envoy, Response};
+use header_filter::format::attribute;
 use header_filter::format::Side;
 use header_filter::offline::MemoryStream;
 use header_filter::Plan;
 use serde_json::{json, Value};
+
+/// Request headers this table sends twice that Envoy 1.40's codec joins
+/// into one entry (its inline headers; seen in the differential).
+const CODEC_JOINED: &[&str] = &["accept"];
 
 const LEVEL_FIELDS: [&str; 4] = [
     "request_headers_to_add",
@@ -88,10 +93,20 @@ impl Request {
         );
         headers.push(("x-forwarded-proto", "http".to_string()));
         headers.push(("x-request-id", "offline".to_string()));
-        headers
-            .into_iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v.into_bytes()))
-            .collect()
+        let mut seen: Vec<(String, Vec<u8>)> = Vec::new();
+        for (name, value) in headers {
+            let name = name.to_ascii_lowercase();
+            // Envoy's codec stores repeats of its inline (O(1)) headers as
+            // one entry joined with `,` before any filter runs.
+            match seen.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, joined)) if CODEC_JOINED.contains(&name.as_str()) => {
+                    joined.push(b',');
+                    joined.extend_from_slice(value.as_bytes());
+                }
+                _ => seen.push((name, value.into_bytes())),
+            }
+        }
+        seen
     }
 
     /// The response of the echo upstream to this request, as the filter
@@ -231,9 +246,11 @@ impl Table {
         let mut stream = MemoryStream {
             request: request.seen_by_filter(filter),
             response: request.upstream_response(response.status),
-            route_name: route_name.map(|name| name.as_bytes().to_vec()),
             ..MemoryStream::default()
         };
+        if let Some(name) = route_name {
+            stream.set_property(attribute::ROUTE_NAME, name);
+        }
         let run = stream.run(&self.plan, true);
         Some((stream, run.route))
     }
@@ -819,7 +836,10 @@ fn header_matchers_match_as_envoys_router() {
         );
     }
     let envoy = Differential::start(&[("headers", config)]);
-    envoy.assert_agree("headers", &requests, &[]);
+    // `present_match: false` with `treat_missing_header_as_empty`: a
+    // missing header is then an empty, present one, so the route is never
+    // taken, by Envoy or the filter.
+    envoy.assert_agree("headers", &requests, &["missing-empty-absent"]);
 }
 
 /// Each QueryParameterMatcher, one route per matcher at `/q/<name>`.
