@@ -144,7 +144,8 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
             .and_then(|code| code.trim().parse::<u16>().ok())
             .filter(|code| (200..=599).contains(code) && !matches!(code, 204 | 304))
             .unwrap_or(200);
-        let mut response = format!("HTTP/1.1 {status} Echo\r\n");
+        let reason = if status == 200 { "OK" } else { "Echo" };
+        let mut response = format!("HTTP/1.1 {status} {reason}\r\n");
         if head.header("x-respond-content-type").is_none() {
             response.push_str("content-type: application/json\r\n");
         }

@@ -51,10 +51,15 @@ pub fn build_filter() -> Result<PathBuf> {
 }
 
 fn compile() -> Result<PathBuf> {
+    let xtask = std::env::current_exe().context("finding the xtask binary")?;
     command::streamed(
         command::cargo()
             .args(["build", "--release", "--target", TARGET, "-p", PACKAGE])
-            .current_dir(paths::repo_root()),
+            .current_dir(paths::repo_root())
+            // This binary links the module (crate::link): rust-lld without
+            // the SDK's exports.
+            .env("CARGO_TARGET_WASM32_WASIP1_LINKER", xtask)
+            .env(crate::link::LINKER_ENV, crate::link::rust_lld()?),
     )?;
     let module = cargo_wasm_path();
     if !module.is_file() {

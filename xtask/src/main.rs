@@ -16,6 +16,7 @@ mod bench;
 mod command;
 mod demo;
 mod filter;
+mod link;
 mod paths;
 mod prune;
 mod setup;
@@ -27,6 +28,15 @@ const USAGE: &str =
     "usage: cargo xtask <setup | build-filter | test [CARGO TEST ARGS...] | demo | bench [OPTIONS]>";
 
 fn main() -> ExitCode {
+    // Called by rustc as the filter's linker (see link.rs).
+    if let Some(lld) = std::env::var_os(link::LINKER_ENV) {
+        let args = std::env::args_os().skip(1).collect();
+        return link::run(std::path::Path::new(&lld), args).unwrap_or_else(|err| {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "xtask link: error: {err:#}");
+            ExitCode::FAILURE
+        });
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(code) => code,

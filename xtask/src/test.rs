@@ -23,7 +23,8 @@ pub fn run(cargo_test_args: &[String]) -> Result<ExitCode> {
     let path: OsString = std::env::join_paths(path).context("PATH holds an invalid entry")?;
 
     let mut cargo_test = command::cargo();
-    cargo_test.arg("test");
+    // Every test binary runs even when one fails, so one run reports all.
+    cargo_test.args(["test", "--no-fail-fast"]);
     if !selects_packages(cargo_test_args) {
         cargo_test.arg("--workspace");
     }
