@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use e2e::compare::{assert_same, comparable};
 use e2e::{envoy_yaml, http, paths, EchoUpstream, Envoy, StartError};
 
 /// One Envoy, two listeners with identical routes: `native` applies
@@ -217,43 +218,6 @@ fn differential_request() -> Vec<(String, String)> {
     headers
 }
 
-/// Headers that differ between any two requests, whatever adds the rules.
-fn comparable(headers: &[(String, String)]) -> BTreeMap<String, Vec<String>> {
-    const VOLATILE: [&str; 5] = [
-        "x-request-id",
-        "date",
-        "x-envoy-upstream-service-time",
-        "content-length",
-        "x-envoy-expected-rq-timeout-ms",
-    ];
-    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (name, value) in headers {
-        let name = name.to_ascii_lowercase();
-        if VOLATILE.contains(&name.as_str()) {
-            continue;
-        }
-        map.entry(name).or_default().push(erase_ports(value));
-    }
-    map
-}
-
-/// The two listeners (and two client connections) have different ports;
-/// everything else about an address must match.
-fn erase_ports(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let mut chars = value.chars().peekable();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        if c == ':' && chars.peek().is_some_and(char::is_ascii_digit) {
-            while chars.peek().is_some_and(char::is_ascii_digit) {
-                chars.next();
-            }
-            out.push_str("PORT");
-        }
-    }
-    out
-}
-
 #[test]
 fn filter_and_native_route_config_produce_identical_headers() {
     let upstream = EchoUpstream::start();
@@ -298,29 +262,6 @@ fn filter_and_native_route_config_produce_identical_headers() {
     assert_eq!(filter_down["x-response-present-2"], ["new"]);
     assert_eq!(filter_down["x-response-f5"], ["upstream-value"]);
     assert!(!filter_down.contains_key("x-up-gone"));
-}
-
-fn assert_same(
-    native: &BTreeMap<String, Vec<String>>,
-    filter: &BTreeMap<String, Vec<String>>,
-    what: &str,
-) {
-    let mut differences = Vec::new();
-    for name in native.keys().chain(filter.keys()) {
-        let (n, f) = (native.get(name), filter.get(name));
-        if n != f
-            && !differences
-                .iter()
-                .any(|d: &String| d.starts_with(&format!("{name}:")))
-        {
-            differences.push(format!("{name}: native {n:?}, filter {f:?}"));
-        }
-    }
-    assert!(
-        differences.is_empty(),
-        "{what} differ:\n  {}",
-        differences.join("\n  ")
-    );
 }
 
 #[test]

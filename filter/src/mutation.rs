@@ -9,8 +9,8 @@
 //! applied in turn, so a mutation sees what the ones before it did. Query
 //! parameter mutations then rewrite `:path` the way Envoy's
 //! `Http::Utility::QueryParamsMulti` does (parameters sorted by name, a
-//! bare name written `name=`), with two safe differences, both documented in
-//! the README:
+//! bare name written `name=`, an added value URL-encoded as Envoy 1.38+
+//! encodes it), with two safe differences, both documented in the README:
 //! - parameters the request had keep their bytes (Envoy percent-decodes
 //!   them and writes them back raw: `a%26b` becomes two parameters);
 //! - `remove_on_match` never removes a pseudo-header or `host` (Envoy's
@@ -24,7 +24,7 @@ use crate::config::{
     check_value, expect_object, expect_string, field_path, parse_list, parse_rule, unknown_field,
     write_rule, AppendAction, Config, ConfigError, HeaderName, HeaderRule,
 };
-use crate::format::{Format, Segment, Side};
+use crate::format::{Format, Side};
 use crate::json::{self, Json};
 use crate::matcher::{HeaderPairs, StringMatcher};
 use crate::plan::{Host, Outcome};
@@ -353,46 +353,34 @@ fn parse_record(path: &str, value: &Json) -> Result<(String, Format), ConfigErro
         return Err(ConfigError::new(&key_path, "must not be empty"));
     }
     check_value(&key_path, key)?;
-    check_query_text(&key_path, key, true)?;
+    check_query_name(&key_path, key)?;
     let value_path = field_path(path, "value");
     let text = text.ok_or_else(|| required(path, "value"))?;
     check_value(&value_path, text)?;
     let format = Format::parse(text).map_err(|e| ConfigError::new(&value_path, e.to_string()))?;
-    for segment in format.segments() {
-        if let Segment::Literal(literal) = segment {
-            check_query_text(&value_path, literal, false)?;
-        }
-    }
     Ok((key.to_string(), format))
 }
 
-/// Refuses configured text that, written raw into `:path` as Envoy writes
-/// it, would change the query's shape or break the request line: the
-/// operator can write it percent-encoded instead, which both Envoy and
-/// the filter then write as given.
-fn check_query_text(path: &str, text: &str, in_key: bool) -> Result<(), ConfigError> {
-    match text.bytes().position(|b| breaks_query(b, in_key)) {
+/// Refuses a parameter name that Envoy, which writes names raw into
+/// `:path`, would turn into another parameter or a broken request line;
+/// written percent-encoded, the name is written the same by both.
+fn check_query_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    let breaks = |b: u8| matches!(b, 0..=b' ' | 0x7f..=0xff | b'#' | b'&' | b'=');
+    match name.bytes().position(breaks) {
         None => Ok(()),
         Some(at) => {
             let mut encoded = String::with_capacity(3);
-            push_percent_encoded(&mut encoded, text.as_bytes()[at]);
+            push_percent_encoded(&mut encoded, name.as_bytes()[at]);
             Err(ConfigError::new(
                 path,
                 format!(
                     "byte {at} would be written raw into :path and change the query \
-                     (spaces, controls, non-ASCII, # and &{}): write it as {}",
-                    if in_key { ", = in a name" } else { "" },
-                    encoded.replace('%', "%%")
+                     (a name cannot hold spaces, controls, non-ASCII, #, & or =): \
+                     write it as {encoded}"
                 ),
             ))
         }
     }
-}
-
-/// Bytes that split or end a query parameter, or that a request line
-/// cannot carry.
-fn breaks_query(byte: u8, in_key: bool) -> bool {
-    matches!(byte, 0..=b' ' | 0x7f..=0xff | b'#' | b'&') || (in_key && byte == b'=')
 }
 
 fn push_percent_encoded(out: &mut String, byte: u8) {
@@ -522,13 +510,13 @@ fn rewrite_query<H: Host + ?Sized>(
                     params.retain(|p| *p.key != *key);
                 }
                 let value = match value.as_constant() {
-                    Some(text) => Cow::Borrowed(text.as_bytes()),
-                    None => Cow::Owned(encode_rendered(value.render(Side::Request, host))),
+                    Some(text) => url_encoded(text.as_bytes()),
+                    None => url_encoded(&value.render(Side::Request, host)),
                 };
                 params.push(Param {
                     key: Cow::Borrowed(key),
                     raw_key: key,
-                    value,
+                    value: Cow::Owned(value),
                 });
             }
         }
@@ -638,19 +626,17 @@ fn hex_digit(byte: u8) -> Option<u8> {
     }
 }
 
-/// A value rendered from the stream, made safe for the query: what
-/// [`breaks_query`] refuses in a configured value is percent-encoded
-/// (Envoy writes it raw, so a `%REQ(..)%` could add parameters).
-fn encode_rendered(value: Vec<u8>) -> Vec<u8> {
-    if !value.iter().any(|&b| breaks_query(b, false)) {
-        return value;
-    }
+/// Envoy's `PercentEncoding::urlEncodeQueryParameter`, which its
+/// `header_mutation` applies to every value it adds (since 1.38, runtime
+/// guard `header_mutation_url_encode_query_params`): every byte but
+/// `A-Z a-z 0-9 * - . _` as `%XX`.
+fn url_encoded(value: &[u8]) -> Vec<u8> {
     let mut out = String::with_capacity(value.len() + 8);
-    for &byte in &value {
-        if breaks_query(byte, false) {
-            push_percent_encoded(&mut out, byte);
-        } else {
+    for &byte in value {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'*' | b'-' | b'.' | b'_') {
             out.push(byte as char);
+        } else {
+            push_percent_encoded(&mut out, byte);
         }
     }
     out.into_bytes()
@@ -899,7 +885,7 @@ mod tests {
             (
                 r#"{"append":{"record":{"key":"f","value":"<%REQ(x-in)%>"}}},{"append":{"record":{"key":"p","value":"%REQ(:path)%"}}}"#,
                 "/p?q",
-                "/p?f=<v>&p=/p?q&q=",
+                "/p?f=%3Cv%3E&p=%2Fp%3Fq&q=",
             ),
             // Sequences: a later mutation sees an earlier one's parameter.
             (
@@ -938,18 +924,19 @@ mod tests {
     }
 
     #[test]
-    fn rendered_query_values_cannot_add_parameters() {
-        let mut s = MemoryStream::with_request(&[(":path", "/p"), ("x-in", "a&admin=1 #x\u{e9}")]);
+    fn added_values_are_url_encoded_as_envoy_encodes_them() {
+        let mut s = MemoryStream::with_request(&[(":path", "/p"), ("x-in", "a&admin=1 #x\u{e9}~")]);
         run_request(
             &config(
                 "query_parameter_mutations",
-                r#"{"append":{"record":{"key":"v","value":"%REQ(x-in)%"}}}"#,
+                r#"{"append":{"record":{"key":"v","value":"%REQ(x-in)%"}}},
+                   {"append":{"record":{"key":"c","value":"AZaz09*-._ !%%41/?"}}}"#,
             ),
             &mut s,
         );
         assert_eq!(
             s.values(Side::Request, ":path"),
-            ["/p?v=a%26admin=1%20%23x%C3%A9"]
+            ["/p?c=AZaz09*-._%20%21%2541%2F%3F&v=a%26admin%3D1%20%23x%C3%A9%7E"]
         );
     }
 
@@ -1066,11 +1053,11 @@ mod tests {
             ),
             (
                 r#"{"mutations":{"query_parameter_mutations":[{"append":{"record":{"key":"a=b","value":"v"}}}]}}"#,
-                "mutations.query_parameter_mutations[0].append.record.key: byte 1 would be written raw into :path and change the query (spaces, controls, non-ASCII, # and &, = in a name): write it as %%3D",
+                "mutations.query_parameter_mutations[0].append.record.key: byte 1 would be written raw into :path and change the query (a name cannot hold spaces, controls, non-ASCII, #, & or =): write it as %3D",
             ),
             (
-                r#"{"mutations":{"query_parameter_mutations":[{"append":{"record":{"key":"a","value":"x y%REQ(a)%"}}}]}}"#,
-                "mutations.query_parameter_mutations[0].append.record.value: byte 1 would be written raw into :path and change the query (spaces, controls, non-ASCII, # and &): write it as %%20",
+                r#"{"mutations":{"query_parameter_mutations":[{"append":{"record":{"key":"a b","value":"v"}}}]}}"#,
+                "mutations.query_parameter_mutations[0].append.record.key: byte 1 would be written raw into :path and change the query (a name cannot hold spaces, controls, non-ASCII, #, & or =): write it as %20",
             ),
             (
                 r#"{"mutations":{"query_parameter_mutations":[{"append":{"record":{"key":"a","value":"v"},"action":"APPEND"}}]}}"#,

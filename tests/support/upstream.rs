@@ -7,7 +7,9 @@
 //! names lower-cased). Each request header `x-respond-<name>: <value>` adds a
 //! response header `<name>: <value>` (so tests can make the upstream send,
 //! say, `x-powered-by`), and `x-upstream: echo` is always added.
-//! Keep-alive is supported; it must not interpret anything else.
+//! Keep-alive is supported; it must not interpret anything else. The
+//! request target of each request (path and query, byte for byte) is kept
+//! for the test to read: [`EchoUpstream::request_targets`].
 
 use crate::wire::{self, Framing};
 use std::io::{self, BufReader, Write};
@@ -29,6 +31,7 @@ struct Shared {
     stopping: AtomicBool,
     requests: AtomicUsize,
     connections: Mutex<Vec<TcpStream>>,
+    targets: Mutex<Vec<String>>,
 }
 
 impl EchoUpstream {
@@ -43,6 +46,7 @@ impl EchoUpstream {
             stopping: AtomicBool::new(false),
             requests: AtomicUsize::new(0),
             connections: Mutex::new(Vec::new()),
+            targets: Mutex::new(Vec::new()),
         });
         let acceptor = {
             let shared = Arc::clone(&shared);
@@ -71,6 +75,16 @@ impl EchoUpstream {
     /// How many requests have been answered so far.
     pub fn request_count(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// The request target of every request answered so far, in order, as
+    /// it was on the request line (what a filter made of `:path`).
+    pub fn request_targets(&self) -> Vec<String> {
+        self.shared
+            .targets
+            .lock()
+            .map(|targets| targets.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -121,6 +135,9 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         wire::read_body(&mut reader, framing)?;
         // Counted before answering: a client that has its response must
         // see the count include it.
+        if let Ok(mut targets) = shared.targets.lock() {
+            targets.push(request_target(&head.start_line).to_string());
+        }
         shared.requests.fetch_add(1, Ordering::SeqCst);
 
         let http10 = head.start_line.ends_with("HTTP/1.0");
@@ -158,4 +175,13 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The target of a request line: between the method and the version (it
+/// may hold spaces when a proxy wrote a path raw).
+fn request_target(start_line: &str) -> &str {
+    let after_method = start_line.split_once(' ').map_or("", |(_, rest)| rest);
+    after_method
+        .rsplit_once(' ')
+        .map_or(after_method, |(target, _)| target)
 }
