@@ -6,33 +6,9 @@
 //! the same; where the filter departs from Envoy on purpose (README, "Envoy's
 //! header_mutation config"), the test asserts the difference.
 
-use e2e::compare::{assert_same, comparable};
+use e2e::differential::{as_pairs, assert_same, comparable, APPEND_ACTIONS as ACTIONS, FORMATTERS};
 use e2e::{envoy_yaml, http, paths, EchoUpstream, Envoy, Response, StartError};
 use serde_json::{json, Value};
-
-const ACTIONS: [&str; 4] = [
-    "APPEND_IF_EXISTS_OR_ADD",
-    "ADD_IF_ABSENT",
-    "OVERWRITE_IF_EXISTS_OR_ADD",
-    "OVERWRITE_IF_EXISTS",
-];
-
-/// Formatters the filter renders today (each also tried inside literals,
-/// and with `keep_empty_value`).
-const FORMATTERS: [&str; 12] = [
-    "%REQ(x-src)%",
-    "%REQ(x-missing?x-src)%",
-    "%REQ(x-src):3%",
-    "%REQ(:path)%",
-    "%REQ(x-multi)%",
-    "%RESP(x-up-src)%",
-    "%DOWNSTREAM_REMOTE_ADDRESS%",
-    "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-    "%DOWNSTREAM_LOCAL_ADDRESS%",
-    "%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%",
-    "%PROTOCOL%",
-    "%UPSTREAM_REMOTE_ADDRESS%",
-];
 
 /// For each `(name, mutations)`, a listener `native-<name>` running Envoy's
 /// filter and a listener `filter-<name>` running this one, in one Envoy.
@@ -280,10 +256,7 @@ fn filter_and_envoys_header_mutation_filter_produce_identical_requests_and_respo
     let envoy = side_by_side(&upstream, &[("all", &mutations)])
         .unwrap_or_else(|e| panic!("envoy did not start: {e}\n{}", e.log()));
     let request = differential_request();
-    let request: Vec<(&str, &str)> = request
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
+    let request = as_pairs(&request);
     let native = send(&envoy, &upstream, "native-all", DIFFERENTIAL_PATH, &request);
     let filter = send(&envoy, &upstream, "filter-all", DIFFERENTIAL_PATH, &request);
     assert_eq!(native.response.status, 200, "{}", native.response.text());

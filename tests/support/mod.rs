@@ -6,7 +6,7 @@
 //! loudly with the `cargo xtask` command that provides them, never skip.
 
 pub mod chain;
-pub mod compare;
+pub mod differential;
 pub mod envoy;
 pub mod envoy_yaml;
 pub mod extpack;

@@ -1,8 +1,44 @@
-//! Comparing what two listeners did to the same request: the headers that
-//! do not differ between any two requests, grouped by name in order, and
-//! an assertion that lists every difference at once.
+//! Native Envoy and the filter, side by side: what the differential tests
+//! give both (every append action, every formatter the filter renders) and
+//! how they compare what each did to the same request (the headers that do
+//! not differ between any two requests, grouped by name in order, and an
+//! assertion that lists every difference at once).
 
 use std::collections::BTreeMap;
+
+/// Envoy's `HeaderValueOption.append_action` values.
+pub const APPEND_ACTIONS: [&str; 4] = [
+    "APPEND_IF_EXISTS_OR_ADD",
+    "ADD_IF_ABSENT",
+    "OVERWRITE_IF_EXISTS_OR_ADD",
+    "OVERWRITE_IF_EXISTS",
+];
+
+/// Formatters the filter renders, as a differential test writes them
+/// (given a request with `x-src`, `x-multi` twice, and an upstream that
+/// sends `x-up-src`).
+pub const FORMATTERS: [&str; 12] = [
+    "%REQ(x-src)%",
+    "%REQ(x-missing?x-src)%",
+    "%REQ(x-src):3%",
+    "%REQ(:path)%",
+    "%REQ(x-multi)%",
+    "%RESP(x-up-src)%",
+    "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%",
+    "%PROTOCOL%",
+    "%UPSTREAM_REMOTE_ADDRESS%",
+];
+
+/// Owned header pairs as the borrowed pairs `http::get` takes.
+pub fn as_pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect()
+}
 
 /// Headers that differ between any two requests, whatever adds the rules.
 pub fn comparable(headers: &[(String, String)]) -> BTreeMap<String, Vec<String>> {
