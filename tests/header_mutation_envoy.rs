@@ -405,6 +405,53 @@ fn remove_on_match_leaves_pseudo_headers_where_envoy_removes_them() {
     assert_eq!(filter.response.status, 200);
 }
 
+/// The README's example (the JSON block of "Envoy's header_mutation
+/// config"), given to both filters: the same request and response.
+#[test]
+fn readme_example_does_what_envoys_filter_does() {
+    let readme = std::fs::read_to_string(paths::repo_root().join("README.md")).unwrap();
+    let section = readme
+        .split_once("#### Envoy's header_mutation config")
+        .expect("README section")
+        .1;
+    let json = section
+        .split_once("```json\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a json block in the README section")
+        .0;
+    let example: Value = serde_json::from_str(json).unwrap();
+    let upstream = EchoUpstream::start();
+    let envoy = side_by_side(&upstream, &[("readme", &example["mutations"])])
+        .unwrap_or_else(|e| panic!("envoy did not start: {e}\n{}", e.log()));
+    let headers = [
+        ("x-debug-user", "1"),
+        ("x-env", "dev"),
+        ("x-respond-x-powered-by", "php"),
+        ("x-respond-x-internal-id", "7"),
+    ];
+    let path = "/r?debug=1&source=client&z";
+    let native = send(&envoy, &upstream, "native-readme", path, &headers);
+    let filter = send(&envoy, &upstream, "filter-readme", path, &headers);
+    assert_eq!(filter.target, native.target);
+    assert_eq!(filter.target.as_deref(), Some("/r?source=mesh&z="));
+    let filter_up = comparable(&filter.response.echoed_request_headers());
+    assert_same(
+        &comparable(&native.response.echoed_request_headers()),
+        &filter_up,
+        "upstream request headers",
+    );
+    assert_same(
+        &comparable(&native.response.headers),
+        &comparable(&filter.response.headers),
+        "client response headers",
+    );
+    assert_eq!(filter_up["x-env"], ["dev"]);
+    assert_eq!(filter_up["x-client-ip"], ["127.0.0.1"]);
+    assert!(!filter_up.contains_key("x-debug-user"));
+    assert_eq!(filter.response.header("x-powered-by"), None);
+    assert_eq!(filter.response.header("x-internal-id"), None);
+}
+
 #[test]
 fn bad_mutations_stop_envoy_with_one_filter_log_line() {
     let upstream = EchoUpstream::start();
