@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use e2e::differential::{assert_same, comparable};
+use e2e::differential::{as_pairs, assert_same, comparable, APPEND_ACTIONS as ACTIONS, FORMATTERS};
 use e2e::{envoy_yaml, http, paths, EchoUpstream, Envoy, StartError};
 
 /// One Envoy, two listeners with identical routes: `native` applies
@@ -50,26 +50,6 @@ fn rule(key: &str, value: &str, action: &str, keep_empty: bool) -> serde_json::V
 /// every formatter, empty values with and without `keep_empty_value`, `%%`,
 /// removal before addition, and Envoy's evaluate-all-then-write order.
 fn differential_spec() -> serde_json::Value {
-    const ACTIONS: [&str; 4] = [
-        "APPEND_IF_EXISTS_OR_ADD",
-        "ADD_IF_ABSENT",
-        "OVERWRITE_IF_EXISTS_OR_ADD",
-        "OVERWRITE_IF_EXISTS",
-    ];
-    const FORMATTERS: [&str; 12] = [
-        "%REQ(x-src)%",
-        "%REQ(x-missing?x-src)%",
-        "%REQ(x-src):3%",
-        "%REQ(:path)%",
-        "%REQ(x-multi)%",
-        "%RESP(x-up-src)%",
-        "%DOWNSTREAM_REMOTE_ADDRESS%",
-        "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-        "%DOWNSTREAM_LOCAL_ADDRESS%",
-        "%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%",
-        "%PROTOCOL%",
-        "%UPSTREAM_REMOTE_ADDRESS%",
-    ];
     let mut sides = BTreeMap::new();
     for side in ["request", "response"] {
         let mut rules = Vec::new();
@@ -243,10 +223,7 @@ fn filter_and_native_route_config_produce_identical_headers() {
         .unwrap_or_else(|e| panic!("envoy did not start: {e}\n{}", e.log()));
 
     let request = differential_request();
-    let request: Vec<(&str, &str)> = request
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
+    let request = as_pairs(&request);
     let native = http::get(envoy.listener("native"), "/differential?q=1", &request);
     let filter = http::get(envoy.listener("filter"), "/differential?q=1", &request);
     assert_eq!(native.status, 200);

@@ -12,6 +12,7 @@ use std::fmt;
 use crate::json::{self, Json};
 
 use crate::format::{Format, Side};
+use crate::mutation::Mutations;
 use crate::route::{ResponseRule, Route};
 
 /// Largest configuration accepted, in bytes.
@@ -125,6 +126,21 @@ impl AppendAction {
 
     fn parse(name: &str) -> Option<AppendAction> {
         AppendAction::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// Parses the action named by the string at `path`.
+    pub(crate) fn parse_at(path: &str, value: &Json) -> Result<AppendAction, ConfigError> {
+        let name = expect_string(path, value)?;
+        AppendAction::parse(name).ok_or_else(|| {
+            ConfigError::new(
+                path,
+                format!(
+                    "unknown append action {} (accepted: {})",
+                    quoted(name),
+                    comma_list(&AppendAction::ALL.map(AppendAction::as_str))
+                ),
+            )
+        })
     }
 }
 
@@ -262,6 +278,9 @@ pub struct Config {
     /// Envoy's `RouteConfiguration` flag: when true, the top level runs
     /// first and the route's level last (the route wins).
     pub most_specific_header_mutations_wins: bool,
+    /// The other form: Envoy's `header_mutation` filter config (then every
+    /// field above is empty).
+    pub mutations: Option<Mutations>,
 }
 
 impl Config {
@@ -290,7 +309,9 @@ impl Config {
                 format!("configuration must be a JSON object, got {}", value.kind()),
             ));
         };
-        if object.iter().any(|(k, _)| FIELDS.contains(&k.as_str())) || object.is_empty() {
+        if object.iter().any(|(k, _)| k == "mutations") {
+            Mutations::parse_config(&object)
+        } else if object.iter().any(|(k, _)| FIELDS.contains(&k.as_str())) || object.is_empty() {
             parse_envoy_form(&object)
         } else {
             parse_flat_form(&object)
@@ -300,6 +321,9 @@ impl Config {
     /// The canonical JSON (Envoy's shape, every field explicit); parsing it
     /// gives back an equal configuration.
     pub fn to_json(&self) -> String {
+        if let Some(mutations) = &self.mutations {
+            return mutations.config_json();
+        }
         let mut out = String::from("{");
         write_rules(&mut out, "request_headers_to_add", &self.request);
         out.push(',');
@@ -413,17 +437,22 @@ fn write_rules(out: &mut String, field: &str, rules: &Rules) {
         if j > 0 {
             out.push(',');
         }
-        out.push_str("{\"header\":{\"key\":");
-        json::write_string(out, rule.name.as_str());
-        out.push_str(",\"value\":");
-        json::write_string(out, &rule.value.to_string());
-        out.push_str(&format!(
-            "}},\"append_action\":\"{}\",\"keep_empty_value\":{}}}",
-            rule.action.as_str(),
-            rule.keep_empty_value
-        ));
+        write_rule(out, rule);
     }
     out.push(']');
+}
+
+/// One `HeaderValueOption`, every field explicit.
+pub(crate) fn write_rule(out: &mut String, rule: &HeaderRule) {
+    out.push_str("{\"header\":{\"key\":");
+    json::write_string(out, rule.name.as_str());
+    out.push_str(",\"value\":");
+    json::write_string(out, &rule.value.to_string());
+    out.push_str(&format!(
+        "}},\"append_action\":\"{}\",\"keep_empty_value\":{}}}",
+        rule.action.as_str(),
+        rule.keep_empty_value
+    ));
 }
 
 fn write_names(out: &mut String, names: &[HeaderName]) {
@@ -515,7 +544,8 @@ pub(crate) fn field_path(path: &str, key: &str) -> String {
     out
 }
 
-fn parse_rule(path: &str, value: &Json, side: Side) -> Result<HeaderRule, ConfigError> {
+/// Parses one `HeaderValueOption` whose value is written on `side`.
+pub(crate) fn parse_rule(path: &str, value: &Json, side: Side) -> Result<HeaderRule, ConfigError> {
     let object = expect_object(path, value)?;
     let mut header = None;
     let mut action = None;
@@ -525,19 +555,7 @@ fn parse_rule(path: &str, value: &Json, side: Side) -> Result<HeaderRule, Config
         let field = field_path(path, key);
         match key.as_str() {
             "header" => header = Some(parse_header(&field, value, side)?),
-            "append_action" => {
-                let name = expect_string(&field, value)?;
-                action = Some(AppendAction::parse(name).ok_or_else(|| {
-                    ConfigError::new(
-                        &field,
-                        format!(
-                            "unknown append action {} (accepted: {})",
-                            quoted(name),
-                            comma_list(&AppendAction::ALL.map(AppendAction::as_str))
-                        ),
-                    )
-                })?);
-            }
+            "append_action" => action = Some(AppendAction::parse_at(&field, value)?),
             "keep_empty_value" => keep_empty_value = expect_bool(&field, value)?,
             "append" => append = Some(expect_bool(&field, value)?),
             _ => return Err(unknown_field(&field, OPTION_FIELDS)),
@@ -594,7 +612,7 @@ fn parse_names(path: &str, value: &Json) -> Result<Vec<HeaderName>, ConfigError>
     })
 }
 
-fn check_value(path: &str, text: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_value(path: &str, text: &str) -> Result<(), ConfigError> {
     if text.len() > MAX_HEADER_BYTES {
         return Err(ConfigError::new(
             path,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod format;
 pub mod json;
 pub mod matcher;
+pub mod mutation;
 pub mod offline;
 pub mod plan;
 pub mod route;

@@ -18,6 +18,7 @@
 use crate::config::{AppendAction, Config, ConfigError, HeaderRule, Rules};
 use crate::format::{attribute, Format, Reader, Side};
 use crate::matcher::HeaderPairs;
+use crate::mutation::Mutations;
 use crate::route::{parse_status, RequestView, ResponseCondition, ResponseRule, RouteMatch};
 
 /// The stream as the plan sees it: read access plus the three writes.
@@ -60,6 +61,8 @@ pub struct Plan {
     routes_read_headers: bool,
     /// Some route matches on `route_name`.
     routes_read_route_name: bool,
+    /// Envoy's `header_mutation` config: when set, it is the whole plan.
+    mutations: Option<Mutations>,
 }
 
 /// One level: Envoy's pair of request and response `HeaderParser`s.
@@ -157,18 +160,23 @@ impl Plan {
 
     pub fn compile(config: &Config) -> Plan {
         let mut request_headers_for_response: Vec<String> = Vec::new();
-        let response_adds = std::iter::once(&config.response)
+        let names_read = std::iter::once(&config.response)
             .chain(config.response_rules.iter().map(|r| &r.response))
             .chain(config.routes.iter().flat_map(|route| {
                 std::iter::once(&route.response)
                     .chain(route.response_rules.iter().map(|r| &r.response))
             }))
-            .flat_map(|rules| &rules.add);
-        for rule in response_adds {
-            for name in rule.value.header_names(Side::Request) {
-                if !request_headers_for_response.iter().any(|n| n == name) {
-                    request_headers_for_response.push(name.to_string());
-                }
+            .flat_map(|rules| &rules.add)
+            .flat_map(|rule| rule.value.header_names(Side::Request))
+            .chain(
+                config
+                    .mutations
+                    .iter()
+                    .flat_map(Mutations::request_headers_for_response),
+            );
+        for name in names_read {
+            if !request_headers_for_response.iter().any(|n| n == name) {
+                request_headers_for_response.push(name.to_string());
             }
         }
         let routes: Vec<RoutePlan> = config
@@ -196,6 +204,7 @@ impl Plan {
             routes,
             most_specific_wins: config.most_specific_header_mutations_wins,
             request_headers_for_response,
+            mutations: config.mutations.clone(),
         }
     }
 
@@ -211,6 +220,9 @@ impl Plan {
     /// A plan with routes always acts on the request side: that is where
     /// the route is chosen.
     pub fn touches(&self, side: Side) -> bool {
+        if let Some(mutations) = &self.mutations {
+            return mutations.touches(side);
+        }
         match side {
             Side::Request => !self.top.request.is_empty() || !self.routes.is_empty(),
             Side::Response => {
@@ -236,6 +248,9 @@ impl Plan {
         host: &mut H,
         scratch: &mut Scratch,
     ) -> (Option<u16>, Outcome) {
+        if let Some(mutations) = &self.mutations {
+            return (None, mutations.request(host));
+        }
         let route = self.select_route(host);
         let route_level = route.map(|r| &self.routes[usize::from(r)].level.request);
         let mut outcome = Outcome::default();
@@ -254,6 +269,9 @@ impl Plan {
         host: &mut H,
         scratch: &mut Scratch,
     ) -> Outcome {
+        if let Some(mutations) = &self.mutations {
+            return mutations.response(host);
+        }
         let route = route.and_then(|r| self.routes.get(usize::from(r)));
         let route_rules: &[Conditional] = route.map_or(&[], |r| &r.rules);
         scratch.holds.clear();

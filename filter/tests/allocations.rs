@@ -162,4 +162,20 @@ fn allocation_budget_per_request() {
         (2, 2),
         "the host's header map and route name; two constant writes"
     );
+
+    // Envoy's header_mutation form: constants allocate nothing either, and
+    // `remove_on_match` reads the host's header map, one buffer.
+    let mutations = r#"{"mutations":{"response_mutations":[
+        {"append":{"header":{"key":"a","value":"1"}}},
+        {"append":{"header":{"key":"b","value":"2"},"append_action":"OVERWRITE_IF_EXISTS_OR_ADD"}},
+        {"append":{"header":{"key":"c","value":"3"},"append_action":"ADD_IF_ABSENT"}},
+        {"remove":"x-powered-by"}]}}"#;
+    assert_eq!(per_request(mutations, Side::Response), (0, 4));
+    let on_match = r#"{"mutations":{"request_mutations":[
+        {"remove_on_match":{"key_matcher":{"prefix":"x-"}}}]}}"#;
+    assert_eq!(
+        per_request(on_match, Side::Request),
+        (1, 1),
+        "the host's header map; x-a removed"
+    );
 }

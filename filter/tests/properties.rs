@@ -255,6 +255,79 @@ fn config_json() -> impl Strategy<Value = String> {
     prop_oneof![5 => envoy_form, 1 => flat_form]
 }
 
+/// One `HeaderMutation` of Envoy's `header_mutation` config as JSON text.
+fn header_mutation_json() -> impl Strategy<Value = String> {
+    let quoted = |text: &str| {
+        let mut out = String::new();
+        write_string(&mut out, text);
+        out
+    };
+    prop_oneof![
+        4 => rule_json().prop_map(|rule| format!("{{\"append\":{rule}}}")),
+        1 => header_name().prop_map(move |name| format!("{{\"remove\":{}}}", quoted(&name))),
+        2 => (
+            prop::sample::select(vec!["exact", "prefix", "suffix", "contains"]),
+            "[a-z:-]{0,4}",
+            any::<bool>(),
+        )
+            .prop_map(move |(kind, text, ignore_case)| {
+                format!(
+                    "{{\"remove_on_match\":{{\"key_matcher\":{{\"{kind}\":{},\"ignore_case\":{ignore_case}}}}}}}",
+                    quoted(&text)
+                )
+            }),
+        1 => "[a-z:|-]{0,4}(\\.\\*)?".prop_map(move |regex| format!(
+            "{{\"remove_on_match\":{{\"key_matcher\":{{\"safe_regex\":{{\"regex\":{}}}}}}}}}",
+            quoted(&regex)
+        )),
+    ]
+}
+
+/// One query parameter mutation as JSON text; names sometimes hold what
+/// a name may not.
+fn query_mutation_json() -> impl Strategy<Value = String> {
+    let quoted = |text: &str| {
+        let mut out = String::new();
+        write_string(&mut out, text);
+        out
+    };
+    prop_oneof![
+        3 => (
+            prop_oneof![12 => "[a-c%]{1,3}", 1 => "[a-c=& ]{0,2}"],
+            header_value(),
+            append_action(),
+        )
+            .prop_map(
+            move |(key, value, action)| {
+                let action = action.map_or(String::new(), |a| format!(",\"action\":{}", quoted(&a)));
+                format!(
+                    "{{\"append\":{{\"record\":{{\"key\":{},\"value\":{}}}{action}}}}}",
+                    quoted(&key),
+                    quoted(&value)
+                )
+            }
+        ),
+        1 => "[a-c%]{0,3}".prop_map(move |key| format!("{{\"remove\":{}}}", quoted(&key))),
+    ]
+}
+
+/// A whole `{"mutations": ...}` configuration as JSON text.
+fn mutations_json() -> impl Strategy<Value = String> {
+    (
+        prop::collection::vec(header_mutation_json(), 0..4),
+        prop::collection::vec(header_mutation_json(), 0..4),
+        prop::collection::vec(query_mutation_json(), 0..4),
+    )
+        .prop_map(|(request, response, query)| {
+            format!(
+                "{{\"mutations\":{{\"request_mutations\":{},\"response_mutations\":{},\"query_parameter_mutations\":{}}}}}",
+                json_list(request),
+                json_list(response),
+                json_list(query)
+            )
+        })
+}
+
 /// Header values a client can send: arbitrary bytes, with CR, LF and NUL
 /// and a ready-made injection attempt well represented.
 fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -517,6 +590,29 @@ fn arbitrary_json_never_panics_and_is_read_as_written() {
     );
 }
 
+/// Parses `text`. A refused configuration's error must be one line
+/// (`None`); an accepted one's canonical JSON must parse back to it and be
+/// a fixed point of `to_json` (the configuration and its re-parse).
+fn parse_and_round_trip(text: &str) -> Result<Option<(Config, Config)>, TestCaseError> {
+    let config = match Config::parse(text.as_bytes()) {
+        Ok(config) => config,
+        Err(error) => {
+            prop_assert!(is_one_line(&error.to_string()), "{error}");
+            return Ok(None);
+        }
+    };
+    let canonical = config.to_json();
+    let again = Config::parse(canonical.as_bytes());
+    prop_assert_eq!(again.as_ref(), Ok(&config), "canonical: {}", canonical);
+    let again = again.unwrap();
+    prop_assert_eq!(
+        again.to_json(),
+        canonical.clone(),
+        "to_json is a fixed point"
+    );
+    Ok(Some((config, again)))
+}
+
 #[test]
 fn accepted_configs_round_trip_to_the_same_plan() {
     let (tried, accepted) = (Cell::new(0u32), Cell::new(0u32));
@@ -527,24 +623,10 @@ fn accepted_configs_round_trip_to_the_same_plan() {
         strategy,
         |(text, request, response)| {
             tried.set(tried.get() + 1);
-            let config = match Config::parse(text.as_bytes()) {
-                Ok(config) => config,
-                Err(error) => {
-                    prop_assert!(is_one_line(&error.to_string()), "{error}");
-                    return Ok(());
-                }
+            let Some((config, again)) = parse_and_round_trip(&text)? else {
+                return Ok(());
             };
             accepted.set(accepted.get() + 1);
-            let canonical = config.to_json();
-            let again = Config::parse(canonical.as_bytes());
-            prop_assert_eq!(again.as_ref(), Ok(&config), "canonical: {}", canonical);
-            let again = again.unwrap();
-            prop_assert_eq!(
-                again.to_json(),
-                canonical.clone(),
-                "to_json is a fixed point"
-            );
-
             let (first, second) = (Plan::compile(&config), Plan::compile(&again));
             let mut a = Stream::new(request.clone(), response.clone());
             let mut b = Stream::new(request, response);
@@ -602,6 +684,32 @@ fn plan_does_what_envoy_evaluate_headers_does() {
     );
 }
 
+/// A header the plan wrote: a lower-case token name and a value without
+/// CR, LF or NUL, whatever the configuration `text` and the stream held.
+fn header_write_is_safe(
+    side: Side,
+    name: &str,
+    value: &[u8],
+    text: &str,
+) -> Result<(), TestCaseError> {
+    prop_assert!(
+        is_token(name) && name.bytes().all(|b| !b.is_ascii_uppercase()),
+        "{:?} header name {:?} from {}",
+        side,
+        name,
+        text
+    );
+    prop_assert!(
+        !value.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')),
+        "{:?} {}: {:?} from {}",
+        side,
+        name,
+        value,
+        text
+    );
+    Ok(())
+}
+
 #[test]
 fn request_data_never_puts_cr_lf_or_nul_into_a_header() {
     let (applied, refused, writes) = (Cell::new(0u32), Cell::new(0u32), Cell::new(0u32));
@@ -621,21 +729,7 @@ fn request_data_never_puts_cr_lf_or_nul_into_a_header() {
             refused.set(refused.get() + a.refused + b.refused);
             writes.set(writes.get() + stream.writes.len() as u32);
             for (side, name, value) in &stream.writes {
-                prop_assert!(
-                    is_token(name) && name.bytes().all(|b| !b.is_ascii_uppercase()),
-                    "{:?} header name {:?} from {}",
-                    side,
-                    name,
-                    text
-                );
-                prop_assert!(
-                    !value.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')),
-                    "{:?} {}: {:?} from {}",
-                    side,
-                    name,
-                    value,
-                    text
-                );
+                header_write_is_safe(*side, name, value, &text)?;
             }
             Ok(())
         },
@@ -649,6 +743,60 @@ fn request_data_never_puts_cr_lf_or_nul_into_a_header() {
     // The property is only worth something if hostile data reached a
     // formatter: the guard must have had work to do.
     assert!(refused.get() > 0, "no hostile value ever reached a rule");
+}
+
+/// Envoy's `header_mutation` form: accepted configurations round-trip to
+/// the same behaviour, and whatever the request carried, no header write
+/// holds CR, LF or NUL and no `:path` rewrite holds a byte that breaks the
+/// request line (the request's own path is a clean one here).
+#[test]
+fn mutations_round_trip_and_never_write_what_breaks_a_request() {
+    let (tried, accepted, path_writes) = (Cell::new(0u32), Cell::new(0u32), Cell::new(0u32));
+    let path = "/[a-c]{0,3}(\\?[a-c%=&]{0,10})?";
+    let strategy = (mutations_json(), path, header_list(), header_list());
+    check(
+        "mutations",
+        CASES_STRUCTURED,
+        strategy,
+        |(text, path, request, response)| {
+            tried.set(tried.get() + 1);
+            let Some((config, again)) = parse_and_round_trip(&text)? else {
+                return Ok(());
+            };
+            accepted.set(accepted.get() + 1);
+            let mut request: Vec<_> = request.into_iter().filter(|(n, _)| n != ":path").collect();
+            request.insert(0, (":path".to_string(), path.into_bytes()));
+            let (first, second) = (Plan::compile(&config), Plan::compile(&again));
+            let mut a = Stream::new(request.clone(), response.clone());
+            let mut b = Stream::new(request, response);
+            prop_assert_eq!(run_plan(&first, &mut a), run_plan(&second, &mut b));
+            prop_assert_eq!(&a, &b);
+            for (side, name, value) in &a.writes {
+                if name == ":path" {
+                    path_writes.set(path_writes.get() + 1);
+                    prop_assert!(
+                        value.iter().all(|&b| b > b' ' && b < 0x7f && b != b'#'),
+                        "{:?} from {}",
+                        String::from_utf8_lossy(value),
+                        text
+                    );
+                    continue;
+                }
+                header_write_is_safe(*side, name, value, &text)?;
+            }
+            Ok(())
+        },
+    );
+    let (tried, accepted) = (tried.get(), accepted.get());
+    eprintln!(
+        "mutations: {tried} configurations tried, {accepted} accepted, {} :path rewrites checked",
+        path_writes.get()
+    );
+    assert!(accepted * 5 >= tried, "mostly valid: {accepted} of {tried}");
+    assert!(
+        path_writes.get() > 0,
+        "no query mutation ever rewrote :path"
+    );
 }
 
 #[test]

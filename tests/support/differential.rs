@@ -1,8 +1,44 @@
-//! Comparing what two listeners of one Envoy did to the same request, one
-//! with Envoy's own route config and one with the filter: header maps
-//! stripped of what legitimately differs between any two requests.
+//! Native Envoy and the filter, side by side: what the differential tests
+//! give both (every append action, every formatter the filter renders) and
+//! how they compare what two listeners of one Envoy did to the same request
+//! (header maps stripped of what legitimately differs between any two
+//! requests, and an assertion that lists every difference at once).
 
 use std::collections::BTreeMap;
+
+/// Envoy's `HeaderValueOption.append_action` values.
+pub const APPEND_ACTIONS: [&str; 4] = [
+    "APPEND_IF_EXISTS_OR_ADD",
+    "ADD_IF_ABSENT",
+    "OVERWRITE_IF_EXISTS_OR_ADD",
+    "OVERWRITE_IF_EXISTS",
+];
+
+/// Formatters the filter renders, as a differential test writes them
+/// (given a request with `x-src`, `x-multi` twice, and an upstream that
+/// sends `x-up-src`).
+pub const FORMATTERS: [&str; 12] = [
+    "%REQ(x-src)%",
+    "%REQ(x-missing?x-src)%",
+    "%REQ(x-src):3%",
+    "%REQ(:path)%",
+    "%REQ(x-multi)%",
+    "%RESP(x-up-src)%",
+    "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%",
+    "%PROTOCOL%",
+    "%UPSTREAM_REMOTE_ADDRESS%",
+];
+
+/// Owned header pairs as the borrowed pairs `http::get` takes.
+pub fn as_pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect()
+}
 
 /// Headers by lower-cased name, values in order, ports erased.
 pub type HeaderSet = BTreeMap<String, Vec<String>>;

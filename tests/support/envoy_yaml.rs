@@ -118,6 +118,20 @@ pub fn wasm_filter_yaml(module: &Path, config_json: &str, failure_policy: &str) 
     )
 }
 
+/// Envoy's own `envoy.filters.http.header_mutation` filter entry, with
+/// `mutations` (a JSON object: Envoy's `Mutations`, as this filter's
+/// `{"mutations": ...}` form takes it).
+pub fn header_mutation_filter_yaml(mutations_json: &str) -> String {
+    render(
+        r#"          - name: envoy.filters.http.header_mutation
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+              mutations: {{MUTATIONS}}"#,
+        // JSON is YAML's flow style.
+        &[("MUTATIONS", &mutations_json)],
+    )
+}
+
 /// A whole bootstrap: admin on port 0, the static `listeners` (from
 /// [`listener_yaml`]; none for LDS) and the `echo` cluster plus
 /// `extra_clusters`.

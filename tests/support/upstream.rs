@@ -10,8 +10,9 @@
 //! content type), and `x-upstream: echo` is always added. `x-echo-status:
 //! <code>` answers with that status instead of 200 (same body; 200-599
 //! except 204 and 304, which may not carry one), so tests can make the
-//! upstream fail. Keep-alive is supported; it must not
-//! interpret anything else.
+//! upstream fail. Keep-alive is supported; it must not interpret anything
+//! else. The request target of each request (path and query, byte for
+//! byte) is kept for the test to read: [`EchoUpstream::request_targets`].
 
 use crate::wire::{self, Framing};
 use std::io::{self, BufReader, Write};
@@ -34,6 +35,7 @@ struct Shared {
     stopping: AtomicBool,
     requests: AtomicUsize,
     connections: Mutex<Vec<TcpStream>>,
+    targets: Mutex<Vec<String>>,
 }
 
 impl EchoUpstream {
@@ -48,6 +50,7 @@ impl EchoUpstream {
             stopping: AtomicBool::new(false),
             requests: AtomicUsize::new(0),
             connections: Mutex::new(Vec::new()),
+            targets: Mutex::new(Vec::new()),
         });
         let acceptor = {
             let shared = Arc::clone(&shared);
@@ -76,6 +79,16 @@ impl EchoUpstream {
     /// How many requests have been answered so far.
     pub fn request_count(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// The request target of every request answered so far, in order, as
+    /// it was on the request line (what a filter made of `:path`).
+    pub fn request_targets(&self) -> Vec<String> {
+        self.shared
+            .targets
+            .lock()
+            .map(|targets| targets.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -126,6 +139,9 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         wire::read_body(&mut reader, framing)?;
         // Counted before answering: a client that has its response must
         // see the count include it.
+        if let Ok(mut targets) = shared.targets.lock() {
+            targets.push(request_target(&head.start_line).to_string());
+        }
         shared.requests.fetch_add(1, Ordering::SeqCst);
 
         let http10 = head.start_line.ends_with("HTTP/1.0");
@@ -172,4 +188,13 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The target of a request line: between the method and the version (it
+/// may hold spaces when a proxy wrote a path raw).
+fn request_target(start_line: &str) -> &str {
+    let after_method = start_line.split_once(' ').map_or("", |(_, rest)| rest);
+    after_method
+        .rsplit_once(' ')
+        .map_or(after_method, |(target, _)| target)
 }
