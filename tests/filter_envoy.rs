@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use e2e::differential::{as_pairs, assert_same, comparable, APPEND_ACTIONS as ACTIONS, FORMATTERS};
+use e2e::differential::{
+    as_pairs, assert_same, comparable, formatters_for, APPEND_ACTIONS as ACTIONS,
+};
 use e2e::{envoy_yaml, http, paths, EchoUpstream, Envoy, StartError};
 
 /// One Envoy, two listeners with identical routes: `native` applies
@@ -63,14 +65,7 @@ fn differential_spec() -> serde_json::Value {
                 false,
             ));
         }
-        for (i, formatter) in FORMATTERS.iter().enumerate() {
-            // The filter refuses response-only formatters in request rules
-            // (Envoy renders them empty there): tests/formatters_envoy.rs.
-            let response_only =
-                formatter.starts_with("%RESP") || formatter.starts_with("%UPSTREAM");
-            if side == "request" && response_only {
-                continue;
-            }
+        for (i, formatter) in formatters_for(side) {
             rules.push(rule(
                 &format!("x-{side}-f{i}"),
                 formatter,

@@ -6,7 +6,9 @@
 //! the same; where the filter departs from Envoy on purpose (README, "Envoy's
 //! header_mutation config"), the test asserts the difference.
 
-use e2e::differential::{as_pairs, assert_same, comparable, APPEND_ACTIONS as ACTIONS, FORMATTERS};
+use e2e::differential::{
+    as_pairs, assert_same, comparable, formatters_for, APPEND_ACTIONS as ACTIONS,
+};
 use e2e::{envoy_yaml, http, paths, EchoUpstream, Envoy, Response, StartError};
 use serde_json::{json, Value};
 
@@ -108,7 +110,7 @@ fn header_mutations(side: &str) -> Vec<Value> {
             false,
         ));
     }
-    for (i, formatter) in FORMATTERS.iter().enumerate() {
+    for (i, formatter) in formatters_for(side) {
         let action = ACTIONS[0];
         list.push(append(&format!("x-{side}-f{i}"), formatter, action, false));
         list.push(append(&format!("x-{side}-k{i}"), formatter, action, true));
@@ -411,7 +413,7 @@ fn remove_on_match_leaves_pseudo_headers_where_envoy_removes_them() {
 fn readme_example_does_what_envoys_filter_does() {
     let readme = std::fs::read_to_string(paths::repo_root().join("README.md")).unwrap();
     let section = readme
-        .split_once("#### Envoy's header_mutation config")
+        .split_once("### Envoy's header_mutation config")
         .expect("README section")
         .1;
     let json = section

@@ -32,6 +32,21 @@ pub const FORMATTERS: [&str; 12] = [
     "%UPSTREAM_REMOTE_ADDRESS%",
 ];
 
+/// [`FORMATTERS`] a rule on `side` (`"request"` or `"response"`) may use,
+/// with their index: the filter refuses response-only formatters in
+/// request rules (Envoy renders them empty there; see
+/// tests/formatters_envoy.rs).
+pub fn formatters_for(side: &str) -> impl Iterator<Item = (usize, &'static str)> + '_ {
+    FORMATTERS
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(move |(_, f)| {
+            let response_only = f.starts_with("%RESP") || f.starts_with("%UPSTREAM");
+            side != "request" || !response_only
+        })
+}
+
 /// Owned header pairs as the borrowed pairs `http::get` takes.
 pub fn as_pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
     headers
