@@ -37,6 +37,7 @@ compat image through WasmPlugin.
 
 Typical use:
   extpack validate filter.wasm --config config.json
+  extpack render --config config.json --request 'GET /api/v1' -H 'x-user: alice' --status 503
   extpack build filter.wasm --name header-filter --phase PostAuthZ --priority 10 \\
       --version 1.0.0 --output image/
   extpack push image/ --tag registry.example.com/filters/header-filter:1.0.0
