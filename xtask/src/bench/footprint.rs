@@ -72,7 +72,7 @@ fn sample(fronts: &[Front], listener: &str) -> Result<(f64, f64)> {
         START,
     )?;
     let ready = envoy.ready_after.as_secs_f64() * 1e3;
-    Connection::open(envoy.listener(listener)?)?.get_many(100)?;
+    Connection::open(envoy.listener(listener)?)?.run(config::Traffic::Constant, 100)?;
     let rss = envoy.rss_kib()? as f64;
     Ok((ready, rss))
 }

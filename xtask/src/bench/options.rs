@@ -92,8 +92,11 @@ fn positive(flag: &str, text: &str) -> Result<u32> {
     }
 }
 
-/// Names the fixed listeners use, which a variant cannot take.
-pub const RESERVED: &[&str] = &["none", "route", "lua", "floor", "filter", "direct"];
+/// Names the fixed listeners use, which a variant cannot take (a variant
+/// also gets a `mix-NAME` listener, so `native` is taken too).
+pub const RESERVED: &[&str] = &[
+    "none", "route", "lua", "floor", "floor3", "filter", "direct", "native",
+];
 
 fn variant(text: &str) -> Result<Variant> {
     let Some((name, path)) = text.split_once('=') else {
@@ -112,6 +115,9 @@ fn variant(text: &str) -> Result<Variant> {
             "--variant name `{name}` is taken; the fixed listeners are {}",
             RESERVED.join(", ")
         );
+    }
+    if name.starts_with("mix-") {
+        bail!("--variant name `{name}` may not start with `mix-` (the scenario's listeners do)");
     }
     if path.is_empty() {
         bail!("--variant {name}= needs a module path");
@@ -140,7 +146,16 @@ mod tests {
     #[test]
     fn variants_need_a_free_valid_name_and_a_path() {
         assert!(parse(&["--variant", "old=a.wasm", "--variant", "new=b.wasm"]).is_ok());
-        for bad in ["floor=a.wasm", "Up=a.wasm", "x", "x=", "=a.wasm"] {
+        for bad in [
+            "floor=a.wasm",
+            "floor3=a.wasm",
+            "native=a.wasm",
+            "mix-a=a.wasm",
+            "Up=a.wasm",
+            "x",
+            "x=",
+            "=a.wasm",
+        ] {
             assert!(parse(&["--variant", bad]).is_err(), "{bad}");
         }
         assert!(parse(&["--variant", "a=1.wasm", "--variant", "a=2.wasm"]).is_err());
