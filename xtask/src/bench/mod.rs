@@ -90,13 +90,15 @@ pub fn run(args: &[String]) -> Result<()> {
         ),
         mix_front("lua", Adds::Lua(read("mix.lua")?)),
     ];
-    for variant in std::iter::once(&filter).chain(&variants) {
+    for (index, variant) in std::iter::once(&filter).chain(&variants).enumerate() {
         let wasm = |configuration: String| Adds::Wasm {
             module: variant.module.clone(),
             configuration: Some(configuration),
         };
         fronts.push(front(&variant.name, wasm(configuration.clone())));
-        mix.push(mix_front(&variant.name, wasm(mix_configuration.to_string())));
+        if index == 0 || options.mix_variants {
+            mix.push(mix_front(&variant.name, wasm(mix_configuration.to_string())));
+        }
         modules.push(Module::new(
             &variant.name,
             &variant.module,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "usage: cargo xtask bench [--requests N] [--rounds R] [--quick] \
 [--skip-callgrind] [--skip-wrk] [--skip-extpack] [--module PATH] [--variant NAME=PATH]... \
-[--wrk-seconds S] [--out DIR]";
+[--mix-variants] [--wrk-seconds S] [--out DIR]";
 
 /// A Wasm module measured as its own listener, next to the floor.
 #[derive(Debug, Clone)]
@@ -33,6 +33,10 @@ pub struct Options {
     pub module: Option<PathBuf>,
     /// Extra modules (`--variant name=path`), with our filter's config.
     pub variants: Vec<Variant>,
+    /// Also measure each variant on the realistic scenario (`mix-NAME`,
+    /// with the scenario's filter configuration): for filter builds, not
+    /// for modules that ignore their configuration.
+    pub mix_variants: bool,
     pub wrk_seconds: u32,
     /// Where results go; `None` is `benches/results` (a quick run:
     /// `target/bench`, so a smoke run never replaces the published figures).
@@ -51,6 +55,7 @@ impl Options {
             skip_extpack: false,
             module: None,
             variants: Vec::new(),
+            mix_variants: false,
             wrk_seconds: if quick { 2 } else { 5 },
             out: None,
         };
@@ -66,6 +71,7 @@ impl Options {
                 "--skip-callgrind" => options.skip_callgrind = true,
                 "--skip-wrk" => options.skip_wrk = true,
                 "--skip-extpack" => options.skip_extpack = true,
+                "--mix-variants" => options.mix_variants = true,
                 "--requests" => options.requests = positive(arg, &value(arg)?)?,
                 "--rounds" => options.rounds = positive(arg, &value(arg)?)?,
                 "--wrk-seconds" => options.wrk_seconds = positive(arg, &value(arg)?)?,
