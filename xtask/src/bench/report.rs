@@ -37,8 +37,16 @@ pub struct Module {
     pub bytes: u64,
     /// Extra spawn-to-LIVE time with the module's listener, ms.
     pub load_ms: Option<f64>,
+    /// Spread of the spawn-to-LIVE samples with the module, %.
+    pub load_spread: Option<f64>,
+    /// V8's compile of the module (Envoy's wasm log), ms, and its spread.
+    pub compile_ms: Option<f64>,
+    pub compile_spread: Option<f64>,
     /// Extra resident memory with the module's listener, KiB.
     pub rss_kib: Option<f64>,
+    pub rss_spread: Option<f64>,
+    /// What one more worker VM of the module adds, KiB.
+    pub vm_kib: Option<f64>,
 }
 
 impl Module {
@@ -51,7 +59,12 @@ impl Module {
             source: source.to_path_buf(),
             bytes,
             load_ms: None,
+            load_spread: None,
+            compile_ms: None,
+            compile_spread: None,
             rss_kib: None,
+            rss_spread: None,
+            vm_kib: None,
         })
     }
 }
@@ -261,7 +274,12 @@ impl Results {
                     "source": display_path(&m.source),
                     "bytes": m.bytes,
                     "load_ms": m.load_ms.map(round3),
+                    "load_spread_percent": m.load_spread.map(round3),
+                    "v8_compile_ms": m.compile_ms.map(round3),
+                    "v8_compile_spread_percent": m.compile_spread.map(round3),
                     "rss_kib": m.rss_kib.map(f64::round),
+                    "rss_spread_percent": m.rss_spread.map(round3),
+                    "per_worker_vm_kib": m.vm_kib.map(f64::round),
                 })
             })
             .collect();
@@ -360,38 +378,56 @@ pub fn table(results: &Results) -> String {
     if let Some(wrk) = &results.wrk {
         let _ = writeln!(
             text,
-            "\nwrk -t1 -c10 -d{}s, medians of {} rounds",
+            "\nwrk -t1 -c10 -d{}s, medians of {} rounds (wall clock: moved by other load on the machine)",
             results.wrk_seconds, results.rounds
         );
         let _ = writeln!(
             text,
-            "{:<18} {:>10} {:>10} {:>10} {:>14}",
-            "listener", "req/s", "p50 µs", "p99 µs", "CPU µs/req"
+            "{:<18} {:>10} {:>8} {:>10} {:>10} {:>14}",
+            "listener", "req/s", "spread", "p50 µs", "p99 µs", "CPU µs/req"
         );
         for name in &results.listeners {
             if let Some(f) = wrk.get(name) {
                 let _ = writeln!(
                     text,
-                    "{:<18} {:>10.0} {:>10.0} {:>10.0} {:>14.2}",
-                    name, f.requests_per_second, f.p50_us, f.p99_us, f.cpu_us_per_request
+                    "{:<18} {:>10.0} {:>7.0}% {:>10.0} {:>10.0} {:>14.2}",
+                    name,
+                    f.requests_per_second,
+                    spread_percent(&f.rounds_rps),
+                    f.p50_us,
+                    f.p99_us,
+                    f.cpu_us_per_request
                 );
             }
         }
     }
-    let _ = writeln!(text, "\nmodules");
     let _ = writeln!(
         text,
-        "{:<18} {:>10} {:>12} {:>12}",
-        "module", "bytes", "load +ms", "RSS +KiB"
+        "\nmodules (wall clock and memory, medians of several Envoy starts; load and RSS over \
+         Envoy without the module; compile from Envoy's wasm log; per VM: one more worker)"
     );
+    let _ = writeln!(
+        text,
+        "{:<12} {:>8} {:>10} {:>7} {:>11} {:>7} {:>10} {:>7} {:>11}",
+        "module", "bytes", "load +ms", "spread", "compile ms", "spread", "RSS +KiB", "spread", "KiB per VM"
+    );
+    let number = |value: Option<f64>, digits: usize| {
+        value.map_or("-".into(), |v| format!("{v:.digits$}"))
+    };
+    let percent = |value: Option<f64>| value.map_or("-".into(), |v| format!("{v:.0}%"));
     for m in &results.modules {
         let _ = writeln!(
             text,
-            "{:<18} {:>10} {:>12} {:>12}",
+            "{:<12} {:>8} {:>10} {:>7} {:>11} {:>7} {:>10} {:>7} {:>11}",
             m.name,
             m.bytes,
-            m.load_ms.map_or("-".into(), |ms| format!("{ms:.1}")),
-            m.rss_kib.map_or("-".into(), |kib| format!("{kib:.0}"))
+            number(m.load_ms, 1),
+            percent(m.load_spread),
+            number(m.compile_ms, 0),
+            percent(m.compile_spread),
+            number(m.rss_kib, 0),
+            percent(m.rss_spread),
+            number(m.vm_kib, 0)
         );
     }
     if let Some(extpack) = &results.extpack {
