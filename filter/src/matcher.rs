@@ -110,7 +110,10 @@ fn literal_prefix(source: &str) -> Vec<u8> {
         if !byte.is_ascii_graphic() || SPECIAL.contains(&byte) {
             break;
         }
-        if bytes.get(index + 1).is_some_and(|next| QUANTIFIERS.contains(next)) {
+        if bytes
+            .get(index + 1)
+            .is_some_and(|next| QUANTIFIERS.contains(next))
+        {
             break;
         }
         prefix.push(byte);
@@ -807,7 +810,9 @@ mod tests {
             }
         }
         assert!(Pattern::new("/ab+").unwrap().is_match(b"/abbb"));
-        assert!(Pattern::new("/api/v1/items/[0-9]+").unwrap().is_match(b"/api/v1/items/42"));
+        assert!(Pattern::new("/api/v1/items/[0-9]+")
+            .unwrap()
+            .is_match(b"/api/v1/items/42"));
     }
 
     #[test]

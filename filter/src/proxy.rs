@@ -530,7 +530,11 @@ impl Host for Abi<'_> {
     }
 
     fn header_map(&self, side: Side) -> Vec<u8> {
-        if let Some(map) = self.map.get().filter(|_| side == self.phase && self.written.is_empty()) {
+        if let Some(map) = self
+            .map
+            .get()
+            .filter(|_| side == self.phase && self.written.is_empty())
+        {
             return map.clone();
         }
         let (mut data, mut size) = (null_mut(), 0);

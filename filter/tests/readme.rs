@@ -31,5 +31,8 @@ fn every_configuration_in_the_readme_reference_is_accepted() {
         }
         rest = &body[close + 3..];
     }
-    assert!(checked >= 7, "only {checked} configurations found in the README");
+    assert!(
+        checked >= 7,
+        "only {checked} configurations found in the README"
+    );
 }

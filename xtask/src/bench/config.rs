@@ -252,7 +252,10 @@ mod tests {
             traffic: Traffic::Mix,
         };
         let yaml = bootstrap(&[table], 4242);
-        assert!(yaml.contains(r#"route_config: {"virtual_hosts":[]}"#), "{yaml}");
+        assert!(
+            yaml.contains(r#"route_config: {"virtual_hosts":[]}"#),
+            "{yaml}"
+        );
         assert!(yaml.contains(r#"          - {"name":"extra"}"#), "{yaml}");
         assert_eq!(yaml.matches("route: { cluster: direct }").count(), 0);
     }

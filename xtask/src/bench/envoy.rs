@@ -326,16 +326,6 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn log_times_are_read_to_the_millisecond() {
-        let line = "[2026-11-24 01:44:03.240][12897][debug][wasm] [wasm.cc:83] Base Wasm created";
-        assert_eq!(super::log_time_ms(line), Some(((60.0 + 44.0) * 60.0 + 3.24) * 1e3));
-        assert_eq!(super::log_time_ms("no stamp"), None);
-    }
-}
-
 /// Admin `/listeners?format=json` as name -> address.
 fn parse_listeners(json: &str) -> Result<BTreeMap<String, SocketAddr>> {
     let value: serde_json::Value = serde_json::from_str(json)?;
@@ -352,4 +342,17 @@ fn parse_listeners(json: &str) -> Result<BTreeMap<String, SocketAddr>> {
         }
     }
     Ok(listeners)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_times_are_read_to_the_millisecond() {
+        let line = "[2026-11-24 01:44:03.240][12897][debug][wasm] [wasm.cc:83] Base Wasm created";
+        assert_eq!(
+            super::log_time_ms(line),
+            Some(((60.0 + 44.0) * 60.0 + 3.24) * 1e3)
+        );
+        assert_eq!(super::log_time_ms("no stamp"), None);
+    }
 }

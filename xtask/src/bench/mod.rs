@@ -97,7 +97,10 @@ pub fn run(args: &[String]) -> Result<()> {
         };
         fronts.push(front(&variant.name, wasm(configuration.clone())));
         if index == 0 || options.mix_variants {
-            mix.push(mix_front(&variant.name, wasm(mix_configuration.to_string())));
+            mix.push(mix_front(
+                &variant.name,
+                wasm(mix_configuration.to_string()),
+            ));
         }
         modules.push(Module::new(
             &variant.name,

@@ -409,11 +409,18 @@ pub fn table(results: &Results) -> String {
     let _ = writeln!(
         text,
         "{:<12} {:>8} {:>10} {:>7} {:>11} {:>7} {:>10} {:>7} {:>11}",
-        "module", "bytes", "load +ms", "spread", "compile ms", "spread", "RSS +KiB", "spread", "KiB per VM"
+        "module",
+        "bytes",
+        "load +ms",
+        "spread",
+        "compile ms",
+        "spread",
+        "RSS +KiB",
+        "spread",
+        "KiB per VM"
     );
-    let number = |value: Option<f64>, digits: usize| {
-        value.map_or("-".into(), |v| format!("{v:.digits$}"))
-    };
+    let number =
+        |value: Option<f64>, digits: usize| value.map_or("-".into(), |v| format!("{v:.digits$}"));
     let percent = |value: Option<f64>| value.map_or("-".into(), |v| format!("{v:.0}%"));
     for m in &results.modules {
         let _ = writeln!(
@@ -503,7 +510,12 @@ fn mix_table(text: &mut String, measured: &Measured) {
         );
     }
     verdict(text, measured, ("mix-filter", "mix-lua"), TARGET_MIX_LUA);
-    verdict(text, measured, ("mix-filter", "mix-native"), TARGET_MIX_NATIVE);
+    verdict(
+        text,
+        measured,
+        ("mix-filter", "mix-native"),
+        TARGET_MIX_NATIVE,
+    );
 }
 
 fn markdown(results: &Results) -> String {

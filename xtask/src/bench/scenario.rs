@@ -55,11 +55,21 @@ pub const REQUESTS: &[MixRequest] = &[
     request("/healthz", &[], "health", 200),
     request("/api/v1/users/42", &[("x-canary", "1")], "canary", 200),
     request("/api/v1/users/42?fields=name", &[], "users", 200),
-    request("/api/v1/orders?page=2", &[("x-tenant", "acme")], "orders", 200),
+    request(
+        "/api/v1/orders?page=2",
+        &[("x-tenant", "acme")],
+        "orders",
+        200,
+    ),
     request("/api/v1/orders/7", &[(FAIL, "1")], "orders", 503),
     request("/api/v1/items/12345", &[], "item", 200),
     request("/api/v1/items/abc", &[], "default", 200),
-    request("/api/v2/search?q=envoy", &[("x-tenant", "globex")], "v2", 200),
+    request(
+        "/api/v2/search?q=envoy",
+        &[("x-tenant", "globex")],
+        "v2",
+        200,
+    ),
     request("/login", &[], "login", 200),
     request("/static/app.js", &[], "static", 200),
     request("/admin/users", &[("x-tenant", "acme")], "admin", 200),
@@ -99,7 +109,10 @@ fn route(name: &str, matcher: Value, mut fields: Value) -> Value {
     response.extend(adds);
     let mut route = json!({"name": name, "match": matcher, "response_headers_to_add": response});
     if let (Some(route), Some(fields)) = (route.as_object_mut(), fields.as_object()) {
-        for (key, value) in fields.iter().filter(|(key, _)| *key != "response_headers_to_add") {
+        for (key, value) in fields
+            .iter()
+            .filter(|(key, _)| *key != "response_headers_to_add")
+        {
             route.insert(key.clone(), value.clone());
         }
     }
@@ -155,7 +168,10 @@ const HEADER_FIELDS: [&str; 4] = [
 /// the route configuration (the outermost level, as in the filter).
 pub fn native_route_config(config: &Value, cluster: &str) -> Result<Value> {
     let mut routes = Vec::new();
-    for route in config["routes"].as_array().context("the mix has no routes")? {
+    for route in config["routes"]
+        .as_array()
+        .context("the mix has no routes")?
+    {
         let mut native = json!({
             "name": route["name"],
             "match": route["match"],
@@ -185,7 +201,10 @@ fn copy_header_fields(from: &Value, to: &mut Value) {
 /// `header_mutation` with the rule's additions.
 pub fn native_filters(config: &Value) -> Result<Vec<Value>> {
     let mut filters = Vec::new();
-    let rules = config["response_rules"].as_array().cloned().unwrap_or_default();
+    let rules = config["response_rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for (index, rule) in rules.iter().enumerate() {
         let classes: Vec<&str> = rule["status"]
             .as_array()
@@ -279,7 +298,10 @@ mod tests {
             + text.matches("%START_TIME").count()
             + text.matches("%DOWNSTREAM_REMOTE_ADDRESS").count();
         assert_eq!(formatted, 6);
-        assert_eq!(config["response_headers_to_remove"], json!(["x-powered-by"]));
+        assert_eq!(
+            config["response_headers_to_remove"],
+            json!(["x-powered-by"])
+        );
         assert_eq!(config["response_rules"][0]["status"], json!(["5xx"]));
     }
 
@@ -290,13 +312,22 @@ mod tests {
         let bytes = filter_configuration().to_string().into_bytes();
         let plan = header_filter::Plan::from_json(&bytes).unwrap();
         for request in REQUESTS {
-            let mut headers = vec![(":path", request.path), (":method", "GET"), (":authority", HOST)];
+            let mut headers = vec![
+                (":path", request.path),
+                (":method", "GET"),
+                (":authority", HOST),
+            ];
             headers.extend(request.headers.iter().copied());
             let mut stream = MemoryStream::with_request(&headers);
             let status = request.status.to_string();
             stream.respond(&[(":status", status.as_str()), POWERED_BY]);
             stream.run(&plan, true);
-            assert_eq!(stream.values(Side::Response, "x-route"), [request.route], "{}", request.path);
+            assert_eq!(
+                stream.values(Side::Response, "x-route"),
+                [request.route],
+                "{}",
+                request.path
+            );
             assert!(stream.values(Side::Response, POWERED_BY.0).is_empty());
             let no_store = stream.values(Side::Response, "cache-control") == ["no-store"];
             assert_eq!(no_store, request.status >= 500, "{}", request.path);
@@ -313,7 +344,10 @@ mod tests {
             .map(|r| r["name"].as_str().unwrap())
             .collect();
         for name in &names {
-            assert!(REQUESTS.iter().any(|r| r.route == *name), "{name} is never taken");
+            assert!(
+                REQUESTS.iter().any(|r| r.route == *name),
+                "{name} is never taken"
+            );
         }
         for request in REQUESTS {
             assert!(names.contains(&request.route), "{}", request.route);
@@ -327,8 +361,14 @@ mod tests {
         let routes = native["virtual_hosts"][0]["routes"].as_array().unwrap();
         assert_eq!(routes.len(), 10);
         assert!(routes.iter().all(|r| r["route"]["cluster"] == "direct"));
-        assert_eq!(routes[3]["request_headers_to_add"], config["routes"][3]["request_headers_to_add"]);
-        assert_eq!(native["response_headers_to_remove"], json!(["x-powered-by"]));
+        assert_eq!(
+            routes[3]["request_headers_to_add"],
+            config["routes"][3]["request_headers_to_add"]
+        );
+        assert_eq!(
+            native["response_headers_to_remove"],
+            json!(["x-powered-by"])
+        );
         assert!(native.get("routes").is_none() && native.get("response_rules").is_none());
         let filters = native_filters(&config).unwrap();
         assert_eq!(filters.len(), 1);

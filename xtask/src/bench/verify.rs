@@ -81,11 +81,16 @@ fn check_mix(envoy: &Envoy, names: &[&str], baseline: &str) -> Result<()> {
         let mut reference: Option<(&str, Vec<(String, String)>)> = None;
         for (name, connection) in &mut connections {
             let response = connection.send(scenario::HOST, request.path, &headers)?;
-            let seen = observed(&response)
-                .with_context(|| format!("{name} on {}", request.path))?;
+            let seen =
+                observed(&response).with_context(|| format!("{name} on {}", request.path))?;
             let describe = || format!("{name}: GET {} {:?}", request.path, request.headers);
             if response.status != request.status {
-                bail!("{}: status {}, expected {}", describe(), response.status, request.status);
+                bail!(
+                    "{}: status {}, expected {}",
+                    describe(),
+                    response.status,
+                    request.status
+                );
             }
             if *name == baseline {
                 if response.values(scenario::POWERED_BY.0) != [scenario::POWERED_BY.1]
@@ -111,7 +116,11 @@ fn check_mix(envoy: &Envoy, names: &[&str], baseline: &str) -> Result<()> {
 
 fn check_route(request: &MixRequest, response: &Response) -> Result<()> {
     if response.values("x-route") != [request.route] {
-        bail!("x-route is {:?}, expected {}", response.values("x-route"), request.route);
+        bail!(
+            "x-route is {:?}, expected {}",
+            response.values("x-route"),
+            request.route
+        );
     }
     if !response.values(scenario::POWERED_BY.0).is_empty() {
         bail!("{} was not removed", scenario::POWERED_BY.0);
@@ -123,7 +132,12 @@ fn check_route(request: &MixRequest, response: &Response) -> Result<()> {
 /// (values of one name keep their order); times and client ports, which
 /// differ between requests, checked for shape and replaced by placeholders.
 fn observed(response: &Response) -> Result<Vec<(String, String)>> {
-    const TRANSPORT: [&str; 4] = ["date", "server", "content-length", "x-envoy-upstream-service-time"];
+    const TRANSPORT: [&str; 4] = [
+        "date",
+        "server",
+        "content-length",
+        "x-envoy-upstream-service-time",
+    ];
     let mut seen = Vec::new();
     for (name, value) in &response.headers {
         if TRANSPORT.contains(&name.as_str()) {
