@@ -336,27 +336,18 @@ pub fn table(results: &Results) -> String {
              spread = (max - min) / median over rounds)",
             measured.requests, results.rounds
         );
-        let _ = writeln!(
-            text,
-            "{:<18} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9}",
-            "listener", "instr/req", "added", "x floor", "x floor3", "x lua", "spread"
-        );
-        for name in results.listeners.iter().filter(|name| !is_mix(name)) {
-            let Some(series) = measured.per_listener.get(name) else {
-                continue;
-            };
-            let _ = writeln!(
-                text,
-                "{:<18} {:>12} {:>10} {:>9} {:>9} {:>9} {:>8.2}%",
-                name,
-                thousands(series.median),
-                measured.added(name).map_or("-".into(), thousands),
-                ratio_text(measured.ratio(name, "floor")),
-                ratio_text(measured.ratio(name, "floor3")),
-                ratio_text(measured.ratio(name, "lua")),
-                series.spread_percent
-            );
-        }
+        let constant: Vec<&str> = results
+            .listeners
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !is_mix(name))
+            .collect();
+        let against = [
+            ("x floor", "floor"),
+            ("x floor3", "floor3"),
+            ("x lua", "lua"),
+        ];
+        instruction_rows(&mut text, measured, &constant, &against);
         if let Some(ratio) = measured.ratio("filter", "floor") {
             let _ = writeln!(
                 text,
@@ -372,7 +363,7 @@ pub fn table(results: &Results) -> String {
         }
         verdict(&mut text, measured, ("filter", "floor3"), TARGET_FLOOR3);
         if measured.per_listener.contains_key(MIX_BASELINE) {
-            mix_table(&mut text, measured);
+            mix_table(&mut text, measured, &results.listeners);
         }
     }
     if let Some(wrk) = &results.wrk {
@@ -465,6 +456,40 @@ pub fn table(results: &Results) -> String {
     text
 }
 
+/// Instructions per request of `names`: median, added over the baseline,
+/// one ratio column per (title, listener) of `against`, and the spread.
+fn instruction_rows(
+    text: &mut String,
+    measured: &Measured,
+    names: &[&str],
+    against: &[(&str, &str)],
+) {
+    let _ = write!(
+        text,
+        "{:<18} {:>12} {:>10}",
+        "listener", "instr/req", "added"
+    );
+    for (title, _) in against {
+        let _ = write!(text, " {title:>9}");
+    }
+    let _ = writeln!(text, " {:>9}", "spread");
+    for name in names {
+        let Some(series) = measured.per_listener.get(*name) else {
+            continue;
+        };
+        let added = measured.added(name).map_or("-".into(), thousands);
+        let _ = write!(
+            text,
+            "{name:<18} {:>12} {added:>10}",
+            thousands(series.median)
+        );
+        for (_, other) in against {
+            let _ = write!(text, " {:>9}", ratio_text(measured.ratio(name, other)));
+        }
+        let _ = writeln!(text, " {:>8.2}%", series.spread_percent);
+    }
+}
+
 /// `a/b <ratio> (target <= t): meets|misses the target`.
 fn verdict(text: &mut String, measured: &Measured, (a, b): (&str, &str), target: f64) {
     if let Some(ratio) = measured.ratio(a, b) {
@@ -482,7 +507,7 @@ fn verdict(text: &mut String, measured: &Measured, (a, b): (&str, &str), target:
 
 /// The realistic scenario: added over `mix-none`, against Envoy's route
 /// table and Lua.
-fn mix_table(text: &mut String, measured: &Measured) {
+fn mix_table(text: &mut String, measured: &Measured, listeners: &[String]) {
     let _ = writeln!(
         text,
         "\nrealistic scenario: {} routes, 6 formatted header rules, a removal, a 5xx rule; \
@@ -492,23 +517,13 @@ fn mix_table(text: &mut String, measured: &Measured) {
             .map_or(0, Vec::len),
         super::scenario::REQUESTS.len()
     );
-    let _ = writeln!(
-        text,
-        "{:<18} {:>12} {:>10} {:>9} {:>9} {:>9}",
-        "listener", "instr/req", "added", "x native", "x lua", "spread"
-    );
-    for (name, series) in measured.per_listener.iter().filter(|(n, _)| is_mix(n)) {
-        let _ = writeln!(
-            text,
-            "{:<18} {:>12} {:>10} {:>9} {:>9} {:>8.2}%",
-            name,
-            thousands(series.median),
-            measured.added(name).map_or("-".into(), thousands),
-            ratio_text(measured.ratio(name, "mix-native")),
-            ratio_text(measured.ratio(name, "mix-lua")),
-            series.spread_percent
-        );
-    }
+    let mix: Vec<&str> = listeners
+        .iter()
+        .map(String::as_str)
+        .filter(|name| is_mix(name))
+        .collect();
+    let against = [("x native", "mix-native"), ("x lua", "mix-lua")];
+    instruction_rows(text, measured, &mix, &against);
     verdict(text, measured, ("mix-filter", "mix-lua"), TARGET_MIX_LUA);
     verdict(
         text,
