@@ -35,10 +35,10 @@ pub struct Options {
     pub variants: Vec<Variant>,
     /// Also measure each variant on the realistic scenario (`mix-NAME`,
     /// with the scenario's filter configuration): for filter builds, not
-    /// for modules that ignore their configuration. Under valgrind Envoy
-    /// creates the VMs of about four Wasm listeners, not more (each V8
-    /// memory reserves its guard regions): with more, a worker's VM is
-    /// missing and the check before measuring fails on that listener.
+    /// for modules that ignore their configuration. Under valgrind, Envoy
+    /// 1.40 ran four Wasm listeners but not six (the last one's stream VM
+    /// was missing, so it added no headers; with eleven, a VM failed to
+    /// instantiate): the check before measuring then stops the run.
     pub mix_variants: bool,
     pub wrk_seconds: u32,
     /// Where results go; `None` is `benches/results` (a quick run:
