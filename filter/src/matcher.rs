@@ -26,6 +26,10 @@ use crate::json::{self, Json};
 pub struct Pattern {
     source: String,
     regex: Regex,
+    /// Bytes every match starts with (see [`literal_prefix`]): an input
+    /// without them is refused before the regex engine runs, which is most
+    /// of a route table's regex checks (regex-lite has no prefilter).
+    prefix: Box<[u8]>,
 }
 
 impl Pattern {
@@ -39,6 +43,7 @@ impl Pattern {
             Ok(regex) => Ok(Pattern {
                 source: source.to_string(),
                 regex,
+                prefix: literal_prefix(source).into(),
             }),
             Err(error) => Err(format!(
                 "regex {} is not supported: {}",
@@ -72,6 +77,9 @@ impl Pattern {
     /// ASCII input (nearly all) is matched in place; other input is widened
     /// to one character per byte first, which allocates.
     pub fn is_match(&self, input: &[u8]) -> bool {
+        if !input.starts_with(&self.prefix) {
+            return false;
+        }
         match std::str::from_utf8(input) {
             Ok(text) if text.is_ascii() => self.regex.is_match(text),
             _ => self.regex.is_match(&latin1(input)),
@@ -81,6 +89,36 @@ impl Pattern {
     pub fn as_str(&self) -> &str {
         &self.source
     }
+}
+
+/// The literal bytes a full match of `source` must start with: the
+/// pattern's leading ASCII letters, digits and plain punctuation, up to the
+/// first character with a meaning in RE2 syntax. Conservative: nothing for
+/// a pattern with `|` anywhere (an alternation may be at the top), and a
+/// literal followed by a quantifier is not required (`ab?` gives `a`).
+/// Byte for byte, as the input is read as Latin-1.
+fn literal_prefix(source: &str) -> Vec<u8> {
+    const SPECIAL: &[u8] = br"\.+*?()[]{}^$|";
+    const QUANTIFIERS: &[u8] = b"*?{+";
+    let bytes = source.as_bytes();
+    if bytes.contains(&b'|') {
+        return Vec::new();
+    }
+    let bytes = bytes.strip_prefix(b"^").unwrap_or(bytes);
+    let mut prefix = Vec::new();
+    for (index, &byte) in bytes.iter().enumerate() {
+        if !byte.is_ascii_graphic() || SPECIAL.contains(&byte) {
+            break;
+        }
+        if bytes
+            .get(index + 1)
+            .is_some_and(|next| QUANTIFIERS.contains(next))
+        {
+            break;
+        }
+        prefix.push(byte);
+    }
+    prefix
 }
 
 /// `bytes` with each byte as the character of that code point.
@@ -701,6 +739,80 @@ mod tests {
 
     fn error_of<T: fmt::Debug>(result: Result<T, ConfigError>) -> String {
         result.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn regex_literal_prefix_stops_at_the_first_meaningful_character() {
+        let cases: &[(&str, &str)] = &[
+            ("/api/v1/items/[0-9]+", "/api/v1/items/"),
+            ("^/api/.*", "/api/"),
+            ("/a/b", "/a/b"),
+            ("/ab?", "/a"),
+            ("/ab*", "/a"),
+            ("/ab+", "/a"),
+            ("/ab{2}", "/a"),
+            ("/a.c", "/a"),
+            (r"/a\.c", "/a"),
+            ("(?i)/api", ""),
+            ("/api|/v2", ""),
+            ("/(a|b)", ""),
+            ("/a c", "/a"),
+            ("/é", "/"),
+            ("", ""),
+        ];
+        for (source, prefix) in cases {
+            assert_eq!(literal_prefix(source), prefix.as_bytes(), "{source}");
+        }
+    }
+
+    #[test]
+    fn the_regex_prefilter_never_refuses_a_match() {
+        let patterns = [
+            "/api/v1/items/[0-9]+",
+            "/ab?c",
+            "/ab*",
+            "/ab+",
+            "/x{0,2}y",
+            "/a.c",
+            "^/a$",
+            "/(a|b)c",
+            "/é.*",
+        ];
+        let inputs: &[&[u8]] = &[
+            b"/api/v1/items/42",
+            b"/api/v1/items/",
+            b"/api/v1/item",
+            b"/ac",
+            b"/abc",
+            b"/a",
+            b"/abbb",
+            b"/y",
+            b"/xxy",
+            b"/abc",
+            b"/bc",
+            b"/\xC3\xA9x",
+            b"/\xE9x",
+            b"",
+        ];
+        for source in patterns {
+            let pattern = Pattern::new(source).unwrap();
+            let unfiltered = Pattern {
+                prefix: Box::default(),
+                ..pattern.clone()
+            };
+            for input in inputs {
+                assert_eq!(
+                    pattern.is_match(input),
+                    unfiltered.is_match(input),
+                    "{source} on {:?}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+        assert!(Pattern::new("/ab+").unwrap().is_match(b"/abbb"));
+        assert!(Pattern::new("/api/v1/items/[0-9]+")
+            .unwrap()
+            .is_match(b"/api/v1/items/42"));
     }
 
     #[test]

@@ -29,13 +29,14 @@
 //! than through the SDK's `hostcalls`, which panic on any status they do not
 //! expect (a panic kills the VM) and build property paths per call.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::ptr::null_mut;
 use std::time::Duration;
 
 use proxy_wasm::types::{Action, LogLevel, MapType, MetricType, Status};
 
 use crate::format::{Reader, Side};
+use crate::matcher::HeaderPairs;
 use crate::plan::{Host, Outcome, Plan, Scratch};
 
 /// Per-VM state.
@@ -246,16 +247,7 @@ fn on_request_headers(stream: u32) {
         let Some(root) = shared.root_of(stream) else {
             return;
         };
-        let route = request(shared, root);
-        let plan = &shared.roots[root].plan;
-        // The response side needs the route only if it acts there.
-        let route = route.filter(|&r| plan.route_affects_response(r));
-        let names = plan.request_headers_for_response();
-        if !names.is_empty() || route.is_some() {
-            let kept = names
-                .iter()
-                .map(|n| read_header(Side::Request, n))
-                .collect();
+        if let Some((route, kept)) = request(shared, root) {
             let record = shared.record_mut(stream, root);
             record.kept = kept;
             record.route = route;
@@ -282,8 +274,11 @@ fn on_response_headers(stream: u32) {
 }
 
 /// Runs the request side of the plan of the root at index `root`; returns
-/// the route the request took.
-fn request(shared: &mut Shared, root: usize) -> Option<u16> {
+/// what the response side needs of it, if anything: the route the request
+/// took when that route acts on the response, and the request headers
+/// response rules read (Envoy closes the request map after this callback).
+#[allow(clippy::type_complexity)]
+fn request(shared: &mut Shared, root: usize) -> Option<(Option<u16>, Vec<Option<Vec<u8>>>)> {
     let Shared {
         roots,
         scratch,
@@ -291,17 +286,19 @@ fn request(shared: &mut Shared, root: usize) -> Option<u16> {
         ..
     } = shared;
     let plan = &roots[root].plan;
-    if !plan.touches(Side::Request) {
+    let mut abi = Abi::new(Side::Request, plan, &[]);
+    let mut route = None;
+    if plan.touches(Side::Request) {
+        let (taken, outcome) = plan.request(&mut abi, scratch);
+        pending.add(outcome);
+        route = taken.filter(|&r| plan.route_affects_response(r));
+    }
+    let names = plan.request_headers_for_response();
+    if names.is_empty() && route.is_none() {
         return None;
     }
-    let mut abi = Abi {
-        phase: Side::Request,
-        plan,
-        kept: &[],
-    };
-    let (route, outcome) = plan.request(&mut abi, scratch);
-    pending.add(outcome);
-    route
+    let kept = names.iter().map(|n| abi.header(Side::Request, n)).collect();
+    Some((route, kept))
 }
 
 /// Runs the response side for a request that took `route`; `kept` answers
@@ -317,11 +314,7 @@ fn response(shared: &mut Shared, root: usize, route: Option<u16>, kept: &[Option
     if !plan.touches(Side::Response) {
         return;
     }
-    let mut abi = Abi {
-        phase: Side::Response,
-        plan,
-        kept,
-    };
+    let mut abi = Abi::new(Side::Response, plan, kept);
     pending.add(plan.response(route, &mut abi, scratch));
 }
 
@@ -397,10 +390,49 @@ pub extern "C" fn header_filter_on_tick(root_context_id: u32) {
 
 /// The host's header maps and properties, through the raw ABI, during the
 /// callback of `phase`.
+///
+/// Every host read costs a host call and, for a value, a call back into
+/// the VM to allocate it. So once the plan has read the whole header map of
+/// `phase` (route and response matchers do), reads of that side are
+/// answered from it, except for names the plan has written since (kept as
+/// hashes; a collision only costs a host read).
 struct Abi<'a> {
     phase: Side,
     plan: &'a Plan,
     kept: &'a [Option<Vec<u8>>],
+    map: OnceCell<Vec<u8>>,
+    written: Vec<u64>,
+}
+
+impl<'a> Abi<'a> {
+    fn new(phase: Side, plan: &'a Plan, kept: &'a [Option<Vec<u8>>]) -> Abi<'a> {
+        Abi {
+            phase,
+            plan,
+            kept,
+            map: OnceCell::new(),
+            written: Vec::new(),
+        }
+    }
+
+    /// The map of `side` as read, while it still says what the host has.
+    fn cached(&self, side: Side, name: &str) -> Option<HeaderPairs<'_>> {
+        let map = self.map.get().filter(|_| side == self.phase)?;
+        (!self.written.contains(&name_hash(name))).then(|| HeaderPairs::new(map))
+    }
+
+    fn wrote(&mut self, side: Side, name: &str) {
+        if side == self.phase && self.map.get().is_some() {
+            self.written.push(name_hash(name));
+        }
+    }
+}
+
+/// FNV-1a: enough to tell the few names one callback writes apart.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn map(side: Side) -> MapType {
@@ -430,7 +462,10 @@ fn read_property(path: &[u8]) -> Option<Vec<u8>> {
 
 impl Reader for Abi<'_> {
     fn header(&self, of: Side, name: &str) -> Option<Vec<u8>> {
-        read_header(of, name)
+        match self.cached(of, name) {
+            Some(map) => map.get(name).map(<[u8]>::to_vec),
+            None => read_header(of, name),
+        }
     }
 
     fn property(&self, path: &[u8]) -> Option<Vec<u8>> {
@@ -443,7 +478,7 @@ impl Reader for Abi<'_> {
             let index = names.iter().position(|n| n == name)?;
             self.kept.get(index)?.clone()
         } else {
-            read_header(of, name)
+            self.header(of, name)
         }
     }
 }
@@ -459,6 +494,7 @@ fn take_buffer(status: Status, data: *mut u8, size: usize) -> Option<Vec<u8>> {
 
 impl Host for Abi<'_> {
     fn add(&mut self, side: Side, name: &str, value: &[u8]) {
+        self.wrote(side, name);
         // SAFETY: pointers and lengths of live slices.
         unsafe {
             abi::proxy_add_header_map_value(
@@ -472,6 +508,7 @@ impl Host for Abi<'_> {
     }
 
     fn replace(&mut self, side: Side, name: &str, value: &[u8]) {
+        self.wrote(side, name);
         // SAFETY: pointers and lengths of live slices.
         unsafe {
             abi::proxy_replace_header_map_value(
@@ -485,6 +522,7 @@ impl Host for Abi<'_> {
     }
 
     fn remove(&mut self, side: Side, name: &str) {
+        self.wrote(side, name);
         // SAFETY: pointer and length of a live slice.
         unsafe {
             abi::proxy_remove_header_map_value(map(side), name.as_ptr(), name.len());
@@ -492,10 +530,21 @@ impl Host for Abi<'_> {
     }
 
     fn header_map(&self, side: Side) -> Vec<u8> {
+        if let Some(map) = self
+            .map
+            .get()
+            .filter(|_| side == self.phase && self.written.is_empty())
+        {
+            return map.clone();
+        }
         let (mut data, mut size) = (null_mut(), 0);
         // SAFETY: as for a header value: one host allocation of `size`.
         let status = unsafe { abi::proxy_get_header_map_pairs(map(side), &mut data, &mut size) };
-        take_buffer(status, data, size).unwrap_or_default()
+        let pairs = take_buffer(status, data, size).unwrap_or_default();
+        if side == self.phase && self.written.is_empty() && self.map.get().is_none() {
+            let _ = self.map.set(pairs.clone());
+        }
+        pairs
     }
 }
 

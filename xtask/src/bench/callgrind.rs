@@ -9,6 +9,7 @@
 //! nothing, which the spread across rounds shows.
 
 use super::client::Connection;
+use super::config::Front;
 use super::envoy::Envoy;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -26,11 +27,12 @@ pub struct Counts {
     pub last_dump: BTreeMap<String, PathBuf>,
 }
 
-pub fn measure(envoy: &Envoy, listeners: &[String], requests: u32, rounds: u32) -> Result<Counts> {
+/// Each listener gets the requests of its [`Front::traffic`].
+pub fn measure(envoy: &Envoy, listeners: &[Front], requests: u32, rounds: u32) -> Result<Counts> {
     control(envoy, &["-i", "on"]).context("turning callgrind instrumentation on")?;
     let warmup = (requests / 10).clamp(20, 200);
-    for name in listeners {
-        Connection::open(envoy.listener(name)?)?.get_many(warmup)?;
+    for front in listeners {
+        Connection::open(envoy.listener(&front.name)?)?.run(front.traffic, warmup)?;
     }
     let mut counts = Counts {
         per_round: BTreeMap::new(),
@@ -39,12 +41,13 @@ pub fn measure(envoy: &Envoy, listeners: &[String], requests: u32, rounds: u32) 
     for round in 0..rounds as usize {
         let mut order = listeners.to_vec();
         order.rotate_left(round % listeners.len().max(1));
-        for name in &order {
+        for front in &order {
+            let name = &front.name;
             let mut connection = Connection::open(envoy.listener(name)?)?;
-            connection.get_many(warmup.min(20))?;
+            connection.run(front.traffic, warmup.min(20))?;
             std::thread::sleep(SETTLE);
             control(envoy, &["-z"])?;
-            connection.get_many(requests)?;
+            connection.run(front.traffic, requests)?;
             std::thread::sleep(SETTLE);
             control(envoy, &["-d"])?;
             drop(connection);

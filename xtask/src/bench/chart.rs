@@ -14,7 +14,7 @@ const TOP: f64 = 50.0;
 pub fn svg(measured: &Measured, listeners: &[String]) -> String {
     let bars: Vec<(&str, f64)> = listeners
         .iter()
-        .filter(|name| name.as_str() != "none")
+        .filter(|name| name.as_str() != "none" && !super::report::is_mix(name))
         .filter_map(|name| Some((name.as_str(), measured.added(name)?)))
         .collect();
     let floor = measured.added("floor");

@@ -3,6 +3,8 @@
 //! before the next request is written. Only for loopback addresses the
 //! bench itself started; not a general client.
 
+use super::config::Traffic;
+use super::scenario;
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -56,11 +58,20 @@ impl Connection {
 
     /// `GET path` on this connection; the connection stays open.
     pub fn get(&mut self, path: &str) -> Result<Response> {
+        self.send("bench", path, &[])
+    }
+
+    /// `GET path` with `host` and extra request `headers`.
+    pub fn send(&mut self, host: &str, path: &str, headers: &[(&str, &str)]) -> Result<Response> {
         self.request.clear();
         write!(
             self.request,
-            "GET {path} HTTP/1.1\r\nhost: bench\r\nuser-agent: xtask-bench\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: xtask-bench\r\n"
         )?;
+        for (name, value) in headers {
+            write!(self.request, "{name}: {value}\r\n")?;
+        }
+        self.request.extend_from_slice(b"\r\n");
         self.stream
             .write_all(&self.request)
             .with_context(|| format!("writing a request to {}", self.addr))?;
@@ -68,14 +79,22 @@ impl Connection {
             .with_context(|| format!("reading a response from {}", self.addr))
     }
 
-    /// Sends `count` requests for `/` and checks each is a 200; the cheap
-    /// loop the measurements run (no header copies kept).
-    pub fn get_many(&mut self, count: u32) -> Result<()> {
-        for _ in 0..count {
-            let response = self.get("/")?;
-            if response.status != 200 {
+    /// Sends `count` requests of `traffic` (`GET /`, or the mix round and
+    /// round from its start) and checks each status; the loop the
+    /// measurements run (no header copies kept).
+    pub fn run(&mut self, traffic: Traffic, count: u32) -> Result<()> {
+        for index in 0..count as usize {
+            let (response, expected) = match traffic {
+                Traffic::Constant => (self.get("/")?, 200),
+                Traffic::Mix => {
+                    let request = &scenario::REQUESTS[index % scenario::REQUESTS.len()];
+                    let response = self.send(scenario::HOST, request.path, request.headers)?;
+                    (response, request.status)
+                }
+            };
+            if response.status != expected {
                 bail!(
-                    "{} answered {} during the run: {}",
+                    "{} answered {} (not {expected}) during the run: {}",
                     self.addr,
                     response.status,
                     response.body.trim()

@@ -1,9 +1,11 @@
 //! The bench's Envoy bootstrap: front listeners that differ only in how they
-//! add the same three constant response headers, all routing to one
-//! `direct` listener (a `direct_response` 200) in the same Envoy.
+//! do the same header work (three constant response headers, or the
+//! realistic scenario of `scenario.rs`), all routing to one `direct`
+//! listener (`direct_response`) in the same Envoy.
 //!
 //! Pure text generation; nothing here starts processes or picks ports.
 
+use super::scenario;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -17,6 +19,12 @@ pub enum Adds {
     Nothing,
     /// The route's `response_headers_to_add` (Envoy native).
     Route,
+    /// A whole `RouteConfiguration` (JSON) and `http_filters` entries (JSON
+    /// objects) before the router: Envoy's native form of a scenario.
+    Table {
+        route_config: serde_json::Value,
+        filters: Vec<serde_json::Value>,
+    },
     /// Envoy's Lua filter running this source.
     Lua(String),
     /// A proxy-wasm module (V8), with an optional plugin configuration.
@@ -26,10 +34,20 @@ pub enum Adds {
     },
 }
 
+/// The requests a listener is measured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// `GET /` again and again (the three constant headers).
+    Constant,
+    /// The realistic scenario's request mix ([`scenario::REQUESTS`]).
+    Mix,
+}
+
 #[derive(Debug, Clone)]
 pub struct Front {
     pub name: String,
     pub adds: Adds,
+    pub traffic: Traffic,
 }
 
 /// Our filter's configuration for [`HEADERS`] (default append action).
@@ -74,6 +92,7 @@ static_resources:
               routes:
               - match: {{ prefix: "/" }}
                 direct_response: {{ status: 200 }}
+            - {mix}
           http_filters:
           - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
@@ -86,7 +105,8 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {direct_port} }} }} }}
-"#
+"#,
+        mix = scenario::direct_virtual_host()
     );
     yaml
 }
@@ -107,8 +127,24 @@ fn listener(front: &Front) -> String {
         }
         _ => String::new(),
     };
+    let route_config = match &front.adds {
+        Adds::Table { route_config, .. } => format!(" {route_config}"),
+        _ => format!(
+            r#"
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: direct }}{route_adds}"#
+        ),
+    };
     let filter = match &front.adds {
         Adds::Nothing | Adds::Route => String::new(),
+        Adds::Table { filters, .. } => filters
+            .iter()
+            .map(|filter| format!("          - {filter}\n"))
+            .collect(),
         Adds::Lua(source) => format!(
             r#"          - name: envoy.filters.http.lua
             typed_config:
@@ -158,13 +194,7 @@ fn listener(front: &Front) -> String {
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: {name}
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: direct }}{route_adds}
+          route_config:{route_config}
           http_filters:
 {filter}          - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
@@ -195,15 +225,38 @@ mod tests {
             Front {
                 name: "none".into(),
                 adds: Adds::Nothing,
+                traffic: Traffic::Constant,
             },
             Front {
                 name: "route".into(),
                 adds: Adds::Route,
+                traffic: Traffic::Constant,
             },
         ];
         let yaml = bootstrap(&fronts, 4242);
         assert_eq!(yaml.matches("route: { cluster: direct }").count(), 2);
-        assert_eq!(yaml.matches("response_headers_to_add").count(), 1);
+        assert_eq!(yaml.matches("response_headers_to_add:").count(), 1);
         assert_eq!(yaml.matches("port_value: 4242").count(), 2);
+        // `direct` serves the mix from its own virtual host.
+        assert_eq!(yaml.matches(r#""domains":["mix"]"#).count(), 1);
+    }
+
+    #[test]
+    fn a_table_front_brings_its_route_configuration_and_filters() {
+        let table = Front {
+            name: "mix-native".into(),
+            adds: Adds::Table {
+                route_config: serde_json::json!({"virtual_hosts": []}),
+                filters: vec![serde_json::json!({"name": "extra"})],
+            },
+            traffic: Traffic::Mix,
+        };
+        let yaml = bootstrap(&[table], 4242);
+        assert!(
+            yaml.contains(r#"route_config: {"virtual_hosts":[]}"#),
+            "{yaml}"
+        );
+        assert!(yaml.contains(r#"          - {"name":"extra"}"#), "{yaml}");
+        assert_eq!(yaml.matches("route: { cluster: direct }").count(), 0);
     }
 }

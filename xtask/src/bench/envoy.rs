@@ -26,6 +26,15 @@ pub enum Under {
     Callgrind,
 }
 
+/// What else a start sets: worker threads, and the `wasm` log component at
+/// debug level (its timestamps say when V8 compiled a module).
+#[derive(Debug, Clone, Copy)]
+pub struct Launch {
+    pub under: Under,
+    pub concurrency: u32,
+    pub wasm_debug: bool,
+}
+
 pub struct Envoy {
     child: Child,
     dir: tempfile::TempDir,
@@ -39,10 +48,24 @@ impl Envoy {
     /// Starts Envoy on the bootstrap `render(direct_port)` returns, on a free
     /// `direct_port` (retried: a free port can be taken before Envoy binds it).
     pub fn start(render: impl Fn(u16) -> String, under: Under, timeout: Duration) -> Result<Envoy> {
+        let launch = Launch {
+            under,
+            concurrency: 1,
+            wasm_debug: false,
+        };
+        Envoy::start_with(render, launch, timeout)
+    }
+
+    /// [`Envoy::start`] with the rest of [`Launch`].
+    pub fn start_with(
+        render: impl Fn(u16) -> String,
+        launch: Launch,
+        timeout: Duration,
+    ) -> Result<Envoy> {
         let mut last = None;
         for _ in 0..3 {
             let port = free_port()?;
-            match Envoy::try_start(&render(port), under, timeout) {
+            match Envoy::try_start(&render(port), launch, timeout) {
                 Ok(envoy) => return Ok(envoy),
                 Err(err) if format!("{err:#}").contains("ddress already in use") => {
                     last = Some(err)
@@ -53,7 +76,7 @@ impl Envoy {
         Err(last.expect("three attempts were made"))
     }
 
-    fn try_start(yaml: &str, under: Under, timeout: Duration) -> Result<Envoy> {
+    fn try_start(yaml: &str, launch: Launch, timeout: Duration) -> Result<Envoy> {
         let elf =
             paths::envoy_elf().context("envoy is missing from .venv; run `cargo xtask setup`")?;
         let dir = tempfile::Builder::new()
@@ -62,7 +85,7 @@ impl Envoy {
             .context("creating the envoy temp dir")?;
         let config = dir.path().join("envoy.yaml");
         std::fs::write(&config, yaml).context("writing envoy.yaml")?;
-        let mut command = match under {
+        let mut command = match launch.under {
             Under::Nothing => Command::new(&elf),
             Under::Callgrind => {
                 let mut valgrind = Command::new("valgrind");
@@ -84,17 +107,16 @@ impl Envoy {
                 valgrind
             }
         };
+        if launch.wasm_debug {
+            command.args(["--component-log-level", "wasm:debug"]);
+        }
         let started = Instant::now();
         let child = command
             .arg("-c")
             .arg(&config)
-            .args([
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "-l",
-                "warning",
-            ])
+            .arg("--concurrency")
+            .arg(launch.concurrency.to_string())
+            .args(["--disable-hot-restart", "-l", "warning"])
             .arg("--log-path")
             .arg(dir.path().join("envoy.log"))
             .arg("--admin-address-path")
@@ -175,6 +197,24 @@ impl Envoy {
             .context("no VmRSS in /proc/PID/status")
     }
 
+    /// Milliseconds from Envoy's log line `Base Wasm created` (V8 about to
+    /// compile the module, once per Envoy) to the first `Thread-Local Wasm
+    /// created` (compiled and the first VM instantiated); needs
+    /// [`Launch::wasm_debug`]. Log timestamps have millisecond resolution.
+    /// Stops Envoy first: it writes its log file in batches.
+    pub fn stop_for_wasm_compile_ms(mut self) -> Option<f64> {
+        self.stop();
+        let log = std::fs::read_to_string(self.dir.path().join("envoy.log")).ok()?;
+        let at = |needle: &str, after: f64| {
+            log.lines()
+                .filter(|line| line.contains(needle))
+                .filter_map(log_time_ms)
+                .find(|ms| *ms >= after)
+        };
+        let base = at("Base Wasm created", 0.0)?;
+        Some(at("Thread-Local Wasm created", base)? - base)
+    }
+
     /// Envoy's log file and stderr (valgrind's own log under callgrind).
     pub fn log(&self) -> String {
         ["envoy.log", "stderr.log", "valgrind.log"]
@@ -237,8 +277,9 @@ impl Envoy {
     }
 }
 
-impl Drop for Envoy {
-    fn drop(&mut self) {
+impl Envoy {
+    /// SIGTERM, then SIGKILL after a grace period; reaps the child.
+    fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
                 // SAFETY: kill(2) on our own child's pid; no memory involved.
@@ -254,6 +295,23 @@ impl Drop for Envoy {
         }
         let _ = self.child.wait();
     }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The time of day of a log line `[YYYY-MM-DD HH:MM:SS.mmm][...`, in ms.
+fn log_time_ms(line: &str) -> Option<f64> {
+    let stamp = line.strip_prefix('[')?.split(']').next()?;
+    let time = stamp.split(' ').nth(1)?;
+    let mut parts = time.split(':');
+    let hours: f64 = parts.next()?.parse().ok()?;
+    let minutes: f64 = parts.next()?.parse().ok()?;
+    let seconds: f64 = parts.next()?.parse().ok()?;
+    Some(((hours * 60.0 + minutes) * 60.0 + seconds) * 1e3)
 }
 
 fn free_port() -> Result<u16> {
@@ -284,4 +342,17 @@ fn parse_listeners(json: &str) -> Result<BTreeMap<String, SocketAddr>> {
         }
     }
     Ok(listeners)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_times_are_read_to_the_millisecond() {
+        let line = "[2026-11-24 01:44:03.240][12897][debug][wasm] [wasm.cc:83] Base Wasm created";
+        assert_eq!(
+            super::log_time_ms(line),
+            Some(((60.0 + 44.0) * 60.0 + 3.24) * 1e3)
+        );
+        assert_eq!(super::log_time_ms("no stamp"), None);
+    }
 }

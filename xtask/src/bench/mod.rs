@@ -1,6 +1,10 @@
 //! `cargo xtask bench`: what it costs Envoy to add three constant response
 //! headers, by mechanism: nothing, the route config, Lua, the hand-written
-//! Wasm floor (`benches/floor.wat`), our filter, and any extra modules.
+//! Wasm floors (`benches/floor.wat`, and `floor3` which also takes the
+//! request headers), our filter, and any extra modules; and what the
+//! realistic scenario of `scenario.rs` (routes, formatters, a removal, a
+//! 5xx rule, a request mix) costs written three ways: Envoy's route table,
+//! Lua, our filter (listeners `mix-*`).
 //!
 //! One Envoy (`--concurrency 1`) holds one front listener per mechanism, all
 //! proxying to a `direct` listener in the same Envoy. The primary figure is
@@ -22,6 +26,7 @@ mod footprint;
 mod options;
 mod profile;
 mod report;
+mod scenario;
 mod stats;
 mod verify;
 mod wasm;
@@ -29,7 +34,7 @@ mod wrk;
 
 use crate::{filter, paths};
 use anyhow::{bail, Context, Result};
-use config::{Adds, Front};
+use config::{Adds, Front, Traffic};
 use envoy::{Envoy, Under};
 use options::{Options, Variant};
 use report::{Measured, Module, Results};
@@ -50,54 +55,79 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let (filter, variants) = modules(&options, work.path())?;
     let floor = wasm::compile_floor(work.path())?;
-    let lua = std::fs::read_to_string(paths::repo_root().join("benches/lua.lua"))
-        .context("reading benches/lua.lua")?;
+    let floor3 = wasm::compile_floor3(work.path())?;
+    let read = |file: &str| {
+        std::fs::read_to_string(paths::repo_root().join("benches").join(file))
+            .with_context(|| format!("reading benches/{file}"))
+    };
     let configuration = config::filter_configuration();
+    let mix_configuration = scenario::filter_configuration();
 
     let mut fronts = vec![
         front("none", Adds::Nothing),
         front("route", Adds::Route),
-        front("lua", Adds::Lua(lua)),
-        front(
-            "floor",
+        front("lua", Adds::Lua(read("lua.lua")?)),
+    ];
+    let mut modules = Vec::new();
+    for (name, module) in [("floor", &floor), ("floor3", &floor3)] {
+        fronts.push(front(
+            name,
             Adds::Wasm {
-                module: floor.clone(),
+                module: module.clone(),
                 configuration: None,
             },
-        ),
-    ];
-    let mut modules = vec![Module::new("floor", &floor, &wasm::floor_source())?];
-    for variant in std::iter::once(&filter).chain(&variants) {
-        fronts.push(front(
-            &variant.name,
-            Adds::Wasm {
-                module: variant.module.clone(),
-                configuration: Some(configuration.clone()),
-            },
         ));
+        modules.push(Module::new(name, module, &wasm::floor_source())?);
+    }
+    let mut mix = vec![
+        mix_front("none", Adds::Nothing),
+        mix_front(
+            "native",
+            Adds::Table {
+                route_config: scenario::native_route_config(&mix_configuration, "direct")?,
+                filters: scenario::native_filters(&mix_configuration)?,
+            },
+        ),
+        mix_front("lua", Adds::Lua(read("mix.lua")?)),
+    ];
+    for (index, variant) in std::iter::once(&filter).chain(&variants).enumerate() {
+        let wasm = |configuration: String| Adds::Wasm {
+            module: variant.module.clone(),
+            configuration: Some(configuration),
+        };
+        fronts.push(front(&variant.name, wasm(configuration.clone())));
+        if index == 0 || options.mix_variants {
+            mix.push(mix_front(
+                &variant.name,
+                wasm(mix_configuration.to_string()),
+            ));
+        }
         modules.push(Module::new(
             &variant.name,
             &variant.module,
             &variant.source,
         )?);
     }
+    fronts.extend(mix);
     let names: Vec<String> = fronts.iter().map(|front| front.name.clone()).collect();
 
     let mut results = Results::new(&options, &names, modules, envoy_version()?);
 
     // Every listener checked on a plain Envoy first: a config Envoy refuses,
-    // or a module that adds nothing, fails here in seconds, not after
-    // minutes of valgrind.
+    // a module that adds nothing, or mix variants that disagree fail here in
+    // seconds, not after minutes of valgrind.
     {
         let envoy = Envoy::start(
             |port| config::bootstrap(&fronts, port),
             Under::Nothing,
             PLAIN_START,
         )?;
-        verify::headers(&envoy, &names)?;
+        verify::headers(&envoy, &fronts, MIX_BASELINE)?;
         say!(
-            "bench: {} listeners verified (three headers added, none on `none`)",
-            names.len()
+            "bench: {} listeners verified (three headers added, none on `none`; \
+             the mix's {} requests: same headers from every mix variant)",
+            names.len(),
+            scenario::REQUESTS.len()
         );
     }
 
@@ -112,8 +142,8 @@ pub fn run(args: &[String]) -> Result<()> {
             "bench: envoy under callgrind LIVE after {:.0?}",
             envoy.ready_after
         );
-        verify::headers(&envoy, &names)?;
-        let counts = callgrind::measure(&envoy, &names, options.requests, options.rounds)?;
+        verify::headers(&envoy, &fronts, MIX_BASELINE)?;
+        let counts = callgrind::measure(&envoy, &fronts, options.requests, options.rounds)?;
         results.profile = profile::compare(&counts, options.requests, &results.profiled_pairs())
             .unwrap_or_else(|err| {
                 say!("bench: per-function profile skipped: {err:#}");
@@ -128,10 +158,17 @@ pub fn run(args: &[String]) -> Result<()> {
             Under::Nothing,
             PLAIN_START,
         )?;
-        verify::headers(&envoy, &names)?;
+        verify::headers(&envoy, &fronts, MIX_BASELINE)?;
+        // wrk sends one request again and again: the mix is measured by
+        // instructions only.
+        let constant: Vec<String> = fronts
+            .iter()
+            .filter(|front| front.traffic == Traffic::Constant)
+            .map(|front| front.name.clone())
+            .collect();
         results.wrk = Some(wrk::measure(
             &envoy,
-            &names,
+            &constant,
             options.rounds,
             options.wrk_seconds,
         )?);
@@ -141,7 +178,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
     if !options.skip_extpack {
         results.extpack = Some(extpack::measure(
-            &results.modules[1].path,
+            &filter.module,
             work.path(),
             options.rounds,
         ));
@@ -160,10 +197,23 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The mix listener that does no header work: what the others add to.
+const MIX_BASELINE: &str = "mix-none";
+
 fn front(name: &str, adds: Adds) -> Front {
     Front {
         name: name.to_string(),
         adds,
+        traffic: Traffic::Constant,
+    }
+}
+
+/// A listener of the realistic scenario: `mix-NAME`.
+fn mix_front(name: &str, adds: Adds) -> Front {
+    Front {
+        name: format!("mix-{name}"),
+        adds,
+        traffic: Traffic::Mix,
     }
 }
 

@@ -1,6 +1,9 @@
 //! The Wasm modules the bench makes itself: the hand-written floor
-//! (`benches/floor.wat`, compiled here) and a 10 MiB module for the
-//! packager timings (valid proxy-wasm exports plus a big data segment).
+//! (`benches/floor.wat`, compiled here), `floor3` (the same plus an empty
+//! `proxy_on_request_headers`: the least a module that may act on requests
+//! pays, three calls per request as our filter makes), and a 10 MiB module
+//! for the packager timings (valid proxy-wasm exports plus a big data
+//! segment).
 
 use crate::paths;
 use anyhow::{Context, Result};
@@ -17,6 +20,29 @@ pub fn compile_floor(dir: &Path) -> Result<PathBuf> {
     let bytes =
         wat::parse_file(&source).with_context(|| format!("compiling {}", source.display()))?;
     let module = dir.join("floor.wasm");
+    std::fs::write(&module, bytes).with_context(|| format!("writing {}", module.display()))?;
+    Ok(module)
+}
+
+/// What `floor3` adds to the floor: `proxy_on_request_headers(context_id,
+/// num_headers, end_of_stream)` returning Continue, doing nothing.
+const EMPTY_REQUEST_HEADERS: &str = r#"
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (i32.const 0))
+"#;
+
+/// Compiles `benches/floor.wat` with [`EMPTY_REQUEST_HEADERS`] into
+/// `dir/floor3.wasm` (one source, so the two floors cannot drift apart).
+pub fn compile_floor3(dir: &Path) -> Result<PathBuf> {
+    let source = floor_source();
+    let text = std::fs::read_to_string(&source)
+        .with_context(|| format!("reading {}", source.display()))?;
+    let end = text
+        .rfind(')')
+        .with_context(|| format!("{} does not end its module", source.display()))?;
+    let wat = format!("{}{EMPTY_REQUEST_HEADERS}{}", &text[..end], &text[end..]);
+    let bytes = wat::parse_str(&wat).context("compiling the floor3 module")?;
+    let module = dir.join("floor3.wasm");
     std::fs::write(&module, bytes).with_context(|| format!("writing {}", module.display()))?;
     Ok(module)
 }
@@ -64,6 +90,16 @@ mod tests {
             assert!(text.contains(export), "{export}");
         }
         assert_eq!(text.matches("proxy_on_").count(), 5);
+    }
+
+    #[test]
+    fn floor3_is_the_floor_plus_request_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(super::compile_floor3(dir.path()).unwrap()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("proxy_on_request_headers"));
+        assert!(text.contains("proxy_on_response_headers"));
+        assert_eq!(text.matches("proxy_on_").count(), 6);
     }
 
     #[test]
