@@ -459,7 +459,8 @@ fn remove_matching<H: Host + ?Sized>(
     host: &mut H,
     outcome: &mut Outcome,
 ) {
-    let map = host.header_map(side);
+    // Owned: the loop below writes to the host.
+    let map = host.header_map(side).into_owned();
     let headers = HeaderPairs::new(&map);
     for (i, (name, _)) in headers.iter().enumerate() {
         if name.starts_with(b":") || name == b"host" || !matcher.matches(name) {

@@ -9,6 +9,8 @@
 //! by response rules are the request's as the request rules left them
 //! (what the module keeps, since Envoy closes the request map).
 
+use std::borrow::Cow;
+
 use crate::format::{Reader, Side};
 use crate::matcher::HeaderPairs;
 use crate::plan::{Host, Outcome, Plan, Scratch};
@@ -131,7 +133,7 @@ impl Host for MemoryStream {
         self.map_mut(side).retain(|(n, _)| n != name);
     }
 
-    fn header_map(&self, side: Side) -> Vec<u8> {
-        HeaderPairs::encode(self.map(side))
+    fn header_map(&self, side: Side) -> Cow<'_, [u8]> {
+        Cow::Owned(HeaderPairs::encode(self.map(side)))
     }
 }

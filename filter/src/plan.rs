@@ -15,6 +15,8 @@
 //! order). Nothing is parsed here and constant values are written from the
 //! plan's own bytes. No proxy-wasm here.
 
+use std::borrow::Cow;
+
 use crate::config::{AppendAction, Config, ConfigError, HeaderRule, Rules};
 use crate::format::{attribute, Format, Reader, Side};
 use crate::matcher::HeaderPairs;
@@ -33,8 +35,9 @@ pub trait Host: Reader {
     }
     /// The whole header map of `side`, serialized as proxy-wasm's
     /// `get_header_map_pairs` returns it (see [`HeaderPairs`]). Read once
-    /// per side, and only by plans whose matchers need it.
-    fn header_map(&self, side: Side) -> Vec<u8>;
+    /// per side, and only by plans whose matchers need it; a host that keeps
+    /// the map for later reads lends it rather than copying it.
+    fn header_map(&self, side: Side) -> Cow<'_, [u8]>;
 }
 
 /// What one application did, for the filter's counters.
@@ -332,7 +335,7 @@ impl Plan {
         let map = if self.routes_read_headers {
             host.header_map(Side::Request)
         } else {
-            Vec::new()
+            Cow::Borrowed(&[][..])
         };
         let headers = HeaderPairs::new(&map);
         let path_read;

@@ -29,6 +29,7 @@
 //! than through the SDK's `hostcalls`, which panic on any status they do not
 //! expect (a panic kills the VM) and build property paths per call.
 
+use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
 use std::ptr::null_mut;
 use std::time::Duration;
@@ -61,13 +62,17 @@ struct RootPlan {
     ticks: u32,
 }
 
+/// Values of `Plan::request_headers_for_response`, in that order, as the
+/// request headers stood after the request rules (`None`: absent).
+type Kept = Vec<Option<Vec<u8>>>;
+
 struct StreamRecord {
     id: u32,
     root: u32,
     born: u32,
     /// Values of `Plan::request_headers_for_response`, once the request
     /// headers are done.
-    kept: Vec<Option<Vec<u8>>>,
+    kept: Kept,
     /// The route the request took, when that route acts on the response.
     route: Option<u16>,
 }
@@ -277,8 +282,7 @@ fn on_response_headers(stream: u32) {
 /// what the response side needs of it, if anything: the route the request
 /// took when that route acts on the response, and the request headers
 /// response rules read (Envoy closes the request map after this callback).
-#[allow(clippy::type_complexity)]
-fn request(shared: &mut Shared, root: usize) -> Option<(Option<u16>, Vec<Option<Vec<u8>>>)> {
+fn request(shared: &mut Shared, root: usize) -> Option<(Option<u16>, Kept)> {
     let Shared {
         roots,
         scratch,
@@ -319,12 +323,11 @@ fn response(shared: &mut Shared, root: usize, route: Option<u16>, kept: &[Option
 }
 
 /// `proxy_on_context_create` of the built module (see the module docs):
-/// roots go to the SDK; a stream needs a record only when the VM has
-/// several roots, to know its plan later.
+/// nothing for a root (its plan is made at configure); a stream needs a
+/// record only when the VM has several roots, to know its plan later.
 #[no_mangle]
 pub extern "C" fn header_filter_on_context_create(context_id: u32, root_context_id: u32) {
     if root_context_id == 0 {
-        // A root: its plan is made by `header_filter_on_configure`.
         return;
     }
     with_shared(|shared| {
@@ -529,22 +532,22 @@ impl Host for Abi<'_> {
         }
     }
 
-    fn header_map(&self, side: Side) -> Vec<u8> {
-        if let Some(map) = self
-            .map
-            .get()
-            .filter(|_| side == self.phase && self.written.is_empty())
-        {
-            return map.clone();
+    fn header_map(&self, side: Side) -> Cow<'_, [u8]> {
+        let read = || {
+            let (mut data, mut size) = (null_mut(), 0);
+            // SAFETY: as for a header value: one host allocation of `size`.
+            let status =
+                unsafe { abi::proxy_get_header_map_pairs(map(side), &mut data, &mut size) };
+            take_buffer(status, data, size).unwrap_or_default()
+        };
+        // The map of this callback's side, before any write, is kept and
+        // lent: later reads of it (see `cached`) need no host call, and
+        // nothing is copied.
+        if side == self.phase && self.written.is_empty() {
+            Cow::Borrowed(self.map.get_or_init(read))
+        } else {
+            Cow::Owned(read())
         }
-        let (mut data, mut size) = (null_mut(), 0);
-        // SAFETY: as for a header value: one host allocation of `size`.
-        let status = unsafe { abi::proxy_get_header_map_pairs(map(side), &mut data, &mut size) };
-        let pairs = take_buffer(status, data, size).unwrap_or_default();
-        if side == self.phase && self.written.is_empty() && self.map.get().is_none() {
-            let _ = self.map.set(pairs.clone());
-        }
-        pairs
     }
 }
 

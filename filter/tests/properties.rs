@@ -19,6 +19,7 @@
 //! configurations are accepted (the interesting half) and the tallies printed
 //! with `--nocapture` say how many were. A failure prints the shrunk input.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 
 use header_filter::config::{is_token, AppendAction, HeaderName};
@@ -471,8 +472,8 @@ impl Host for Stream {
     fn remove(&mut self, side: Side, name: &str) {
         self.map_mut(side).retain(|(n, _)| n != name);
     }
-    fn header_map(&self, side: Side) -> Vec<u8> {
-        HeaderPairs::encode(self.map(side))
+    fn header_map(&self, side: Side) -> Cow<'_, [u8]> {
+        Cow::Owned(HeaderPairs::encode(self.map(side)))
     }
 }
 
