@@ -359,6 +359,7 @@ impl Config {
         out
     }
 
+    /// The top level's rules of `side`.
     pub fn rules(&self, side: Side) -> &Rules {
         match side {
             Side::Request => &self.request,

@@ -235,9 +235,9 @@ impl StringMatcher {
             StringMatcher::Exact { value, ignore_case } => {
                 equal(input, value.as_bytes(), *ignore_case)
             }
-            StringMatcher::Prefix { value, ignore_case } => input
-                .get(..value.len())
-                .is_some_and(|head| equal(head, value.as_bytes(), *ignore_case)),
+            StringMatcher::Prefix { value, ignore_case } => {
+                starts_with(input, value.as_bytes(), *ignore_case)
+            }
             StringMatcher::Suffix { value, ignore_case } => input
                 .len()
                 .checked_sub(value.len())
@@ -286,12 +286,20 @@ fn not_supported(path: &str) -> ConfigError {
     ConfigError::new(path, "not supported by this filter")
 }
 
-fn equal(a: &[u8], b: &[u8], ignore_case: bool) -> bool {
+/// Byte equality, or ASCII case-insensitive equality (absl's
+/// `EqualsIgnoreCase`, which Envoy's matchers use).
+pub(crate) fn equal(a: &[u8], b: &[u8], ignore_case: bool) -> bool {
     if ignore_case {
         a.eq_ignore_ascii_case(b)
     } else {
         a == b
     }
+}
+
+pub(crate) fn starts_with(input: &[u8], prefix: &[u8], ignore_case: bool) -> bool {
+    input
+        .get(..prefix.len())
+        .is_some_and(|head| equal(head, prefix, ignore_case))
 }
 
 fn contains(haystack: &[u8], needle: &[u8], ignore_case: bool) -> bool {
@@ -410,14 +418,6 @@ impl HeaderMatcher {
         })
     }
 
-    /// Judges a header with one value, or none (absent).
-    pub fn matches(&self, value: Option<&[u8]>) -> bool {
-        match value {
-            Some(value) => self.value_matches(value) != self.invert,
-            None => self.missing_matches(),
-        }
-    }
-
     /// Judges the header `name` of `headers`. A header sent more than once
     /// is judged value by value, as Envoy 1.40 does
     /// (`envoy.reloadable_features.match_headers_individually`, on since
@@ -523,7 +523,7 @@ fn parse_range(path: &str, value: &Json) -> Result<HeaderMatch, ConfigError> {
 }
 
 /// An int64 as protobuf's JSON writes it: a number or a decimal string.
-pub(crate) fn parse_int_field(path: &str, value: &Json) -> Result<i64, ConfigError> {
+fn parse_int_field(path: &str, value: &Json) -> Result<i64, ConfigError> {
     let text = match value {
         Json::Number(text) | Json::String(text) => text,
         other => {
@@ -957,7 +957,12 @@ mod tests {
         ];
         for (config, value, expected) in cases {
             assert_eq!(
-                header_matcher(config).matches(value.map(str::as_bytes)),
+                {
+                    let map = HeaderPairs::encode(
+                        &value.map(|v| ("x", v)).into_iter().collect::<Vec<_>>(),
+                    );
+                    header_matcher(config).matches_in(&HeaderPairs::new(&map))
+                },
                 *expected,
                 "{config} on {value:?}"
             );

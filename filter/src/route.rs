@@ -16,7 +16,9 @@ use crate::config::{
     unknown_field, ConfigError, Rules, LEVEL_FIELDS,
 };
 use crate::json::{self, Json};
-use crate::matcher::{HeaderMatcher, HeaderPairs, Pattern, QueryParameterMatcher, StringMatcher};
+use crate::matcher::{
+    equal, starts_with, HeaderMatcher, HeaderPairs, Pattern, QueryParameterMatcher, StringMatcher,
+};
 
 /// Envoy's `RouteMatch`, plus `route_name`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -176,22 +178,12 @@ impl RouteMatch {
     fn path_matches(&self, path: &[u8]) -> bool {
         let path = without_query_and_fragment(path);
         let ignore_case = !self.case_sensitive;
-        let equal = |a: &[u8], b: &[u8]| {
-            if ignore_case {
-                a.eq_ignore_ascii_case(b)
-            } else {
-                a == b
-            }
-        };
         match &self.path {
             PathMatch::Any => true,
-            PathMatch::Prefix(prefix) => path
-                .get(..prefix.len())
-                .is_some_and(|head| equal(head, prefix.as_bytes())),
-            PathMatch::Path(exact) => equal(path, exact.as_bytes()),
+            PathMatch::Prefix(prefix) => starts_with(path, prefix.as_bytes(), ignore_case),
+            PathMatch::Path(exact) => equal(path, exact.as_bytes(), ignore_case),
             PathMatch::PathSeparatedPrefix(prefix) => {
-                path.get(..prefix.len())
-                    .is_some_and(|head| equal(head, prefix.as_bytes()))
+                starts_with(path, prefix.as_bytes(), ignore_case)
                     && matches!(path.get(prefix.len()), None | Some(b'/'))
             }
             PathMatch::Regex(pattern) => pattern.is_match(path),
@@ -324,14 +316,6 @@ impl Route {
     /// Parses `routes`.
     pub fn parse_list(path: &str, value: &Json) -> Result<Vec<Route>, ConfigError> {
         parse_list(path, value, Route::parse)
-    }
-
-    /// A name for people: the route's `name`, else its index.
-    pub fn label(&self, index: usize) -> String {
-        match &self.name {
-            Some(name) => format!("routes[{index}] {}", quoted(name)),
-            None => format!("routes[{index}]"),
-        }
     }
 
     pub fn write_json(&self, out: &mut String) {
