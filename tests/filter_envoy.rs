@@ -383,6 +383,10 @@ fn module_with_its_malloc_export_serves_past_ticks() {
         "{} missing: run cargo xtask build-filter",
         raw.display()
     );
+    assert!(
+        exports(&raw).iter().any(|e| e == "malloc"),
+        "the variant must export malloc, or this test tests nothing"
+    );
     let upstream = EchoUpstream::start();
     let config = r#"{"request_headers_to_add":[{"header":{"key":"x-copy","value":"%REQ(x-in)%-%PROTOCOL%"}}],
         "response_headers_to_add":[{"header":{"key":"x-back","value":"%REQ(x-in)%"}}]}"#;
@@ -405,6 +409,47 @@ fn module_with_its_malloc_export_serves_past_ticks() {
         served += 1;
     }
     assert!(!envoy.log().contains("RuntimeError"), "{}", envoy.log());
+}
+
+/// The function exports of a module, in order.
+fn exports(path: &std::path::Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut names = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+        if let wasmparser::Payload::ExportSection(reader) = payload.unwrap() {
+            for export in reader {
+                let export = export.unwrap();
+                if export.kind == wasmparser::ExternalKind::Func {
+                    names.push(export.name.to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Envoy calls every callback a module exports: the built module exports
+/// the filter's own entry points under the ABI's names, the SDK's
+/// allocator and ABI marker, and nothing else (no SDK dispatch, no C
+/// allocator that Envoy would prefer).
+#[test]
+fn built_module_exports_only_its_entry_points() {
+    let mut names = exports(&paths::filter_wasm());
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "_initialize",
+            "proxy_abi_version_0_2_1",
+            "proxy_on_configure",
+            "proxy_on_context_create",
+            "proxy_on_memory_allocate",
+            "proxy_on_request_headers",
+            "proxy_on_response_headers",
+            "proxy_on_tick",
+            "proxy_on_vm_start",
+        ]
+    );
 }
 
 /// Two filter instances with different configurations: Envoy runs them in
