@@ -93,6 +93,16 @@ fn concurrency_is_configurable_and_every_worker_proxies() {
 }
 
 #[test]
+fn envoy_under_test_says_its_version() {
+    let (major, minor) = e2e::envoy::version();
+    assert_eq!(major, 1, "Envoy {major}.{minor}");
+    assert!(
+        minor >= 36,
+        "Envoy {major}.{minor} is older than any supported mesh ships"
+    );
+}
+
+#[test]
 fn broken_config_fails_start_with_envoy_log() {
     let err = match Envoy::start("static_resources:\n  not_a_field: true\n") {
         Ok(envoy) => panic!("envoy {} accepted a broken config", envoy.pid()),

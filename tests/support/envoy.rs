@@ -464,3 +464,33 @@ fn percent_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// The `major.minor` of the Envoy under test (`$ENVOY_BIN --version`), read
+/// once per test binary, so a test can state where Envoy versions differ:
+/// `if envoy::version() >= (1, 39) { .. }`.
+///
+/// # Panics
+/// When there is no Envoy or its `--version` line cannot be read.
+pub fn version() -> (u32, u32) {
+    static VERSION: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let binary = paths::envoy_bin().unwrap_or_else(|err| panic!("{err}"));
+        let output = Command::new(&binary)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|err| panic!("running {} --version: {err}", binary.display()));
+        let text = String::from_utf8_lossy(&output.stdout);
+        parse_version(&text)
+            .unwrap_or_else(|| panic!("no version in `envoy --version` output: {text}"))
+    })
+}
+
+/// `major.minor` from Envoy's `--version` line
+/// (`envoy  version: 5b5b1e2/1.40.0/Clean/RELEASE/BoringSSL`).
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let version = text.split('/').nth(1)?;
+    let mut parts = version.split('.');
+    let major = parts.next()?.trim().parse().ok()?;
+    let minor = parts.next()?.trim().parse().ok()?;
+    Some((major, minor))
+}
