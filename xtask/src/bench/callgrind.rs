@@ -21,7 +21,8 @@ use std::time::Duration;
 const SETTLE: Duration = Duration::from_millis(300);
 
 /// Instruction totals per listener, one per round, and the last dump file
-/// of each listener (kept for per-function analysis).
+/// of each listener (kept for per-function analysis while its Envoy runs).
+#[derive(Default)]
 pub struct Counts {
     pub per_round: BTreeMap<String, Vec<u64>>,
     pub last_dump: BTreeMap<String, PathBuf>,

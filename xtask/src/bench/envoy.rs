@@ -26,13 +26,14 @@ pub enum Under {
     Callgrind,
 }
 
-/// What else a start sets: worker threads, and the `wasm` log component at
-/// debug level (its timestamps say when V8 compiled a module).
+/// What else a start sets: worker threads, and the level of the `wasm` log
+/// component (at debug its timestamps say when V8 compiled a module; at
+/// trace it names every call between Envoy and a module, `trace.rs`).
 #[derive(Debug, Clone, Copy)]
 pub struct Launch {
     pub under: Under,
     pub concurrency: u32,
-    pub wasm_debug: bool,
+    pub wasm_log: Option<&'static str>,
 }
 
 pub struct Envoy {
@@ -51,7 +52,7 @@ impl Envoy {
         let launch = Launch {
             under,
             concurrency: 1,
-            wasm_debug: false,
+            wasm_log: None,
         };
         Envoy::start_with(render, launch, timeout)
     }
@@ -107,8 +108,10 @@ impl Envoy {
                 valgrind
             }
         };
-        if launch.wasm_debug {
-            command.args(["--component-log-level", "wasm:debug"]);
+        if let Some(level) = launch.wasm_log {
+            command
+                .arg("--component-log-level")
+                .arg(format!("wasm:{level}"));
         }
         let started = Instant::now();
         let child = command
@@ -200,7 +203,7 @@ impl Envoy {
     /// Milliseconds from Envoy's log line `Base Wasm created` (V8 about to
     /// compile the module, once per Envoy) to the first `Thread-Local Wasm
     /// created` (compiled and the first VM instantiated); needs
-    /// [`Launch::wasm_debug`]. Log timestamps have millisecond resolution.
+    /// [`Launch::wasm_log`] at debug. Log timestamps have millisecond resolution.
     /// Stops Envoy first: it writes its log file in batches.
     pub fn stop_for_wasm_compile_ms(mut self) -> Option<f64> {
         self.stop();
@@ -213,6 +216,12 @@ impl Envoy {
         };
         let base = at("Base Wasm created", 0.0)?;
         Some(at("Thread-Local Wasm created", base)? - base)
+    }
+
+    /// Stops Envoy and returns its log file (Envoy writes it in batches).
+    pub fn stop_for_log(mut self) -> String {
+        self.stop();
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
     }
 
     /// Envoy's log file and stderr (valgrind's own log under callgrind).

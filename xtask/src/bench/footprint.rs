@@ -97,7 +97,7 @@ fn sample(fronts: &[Front], listener: &str, into: &mut Samples) -> Result<()> {
         let launch = Launch {
             under: Under::Nothing,
             concurrency,
-            wasm_debug: true,
+            wasm_log: Some("debug"),
         };
         let envoy = Envoy::start_with(|port| config::bootstrap(fronts, port), launch, START)?;
         Connection::open(envoy.listener(listener)?)?.run(Traffic::Constant, 100)?;

@@ -28,6 +28,7 @@ mod profile;
 mod report;
 mod scenario;
 mod stats;
+mod trace;
 mod verify;
 mod wasm;
 mod wrk;
@@ -56,6 +57,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let (filter, variants) = modules(&options, work.path())?;
     let floor = wasm::compile_floor(work.path())?;
     let floor3 = wasm::compile_floor3(work.path())?;
+    let mix_floor = wasm::compile_mix_floor(work.path())?;
     let read = |file: &str| {
         std::fs::read_to_string(paths::repo_root().join("benches").join(file))
             .with_context(|| format!("reading benches/{file}"))
@@ -89,6 +91,13 @@ pub fn run(args: &[String]) -> Result<()> {
             },
         ),
         mix_front("lua", Adds::Lua(read("mix.lua")?)),
+        mix_front(
+            "floor",
+            Adds::Wasm {
+                module: mix_floor.clone(),
+                configuration: None,
+            },
+        ),
     ];
     for (index, variant) in std::iter::once(&filter).chain(&variants).enumerate() {
         let wasm = |configuration: String| Adds::Wasm {
@@ -111,7 +120,46 @@ pub fn run(args: &[String]) -> Result<()> {
     fronts.extend(mix);
     let names: Vec<String> = fronts.iter().map(|front| front.name.clone()).collect();
 
+    // The mix's floor must cross the VM boundary as the filter does, request
+    // by request, or filter/floor means nothing: both traced in Envoy.
+    let traced = trace_mix_floor(&fronts)?;
+    if options.trace {
+        for (name, calls) in &traced.lists {
+            say!("{name}: host calls per request of the mix");
+            for (request, calls) in scenario::REQUESTS.iter().zip(calls) {
+                say!("  GET {} {:?}", request.path, request.headers);
+                for call in calls {
+                    say!("    {call}");
+                }
+            }
+        }
+    }
+    match (&traced.difference, &options.module) {
+        (None, _) => say!(
+            "bench: mix-floor makes the host calls mix-filter makes, request by request \
+             (Envoy's wasm trace)"
+        ),
+        (Some(difference), None) => bail!(
+            "benches/mix-floor.wat no longer makes the filter's host calls; update it \
+             (`cargo xtask bench --trace` lists both). First difference: {difference}"
+        ),
+        (Some(difference), Some(_)) => say!(
+            "bench: WARNING: mix-floor does not make the host calls of the module measured \
+             as filter, so filter/mix-floor compares different work. First difference: \
+             {difference}"
+        ),
+    }
+    if options.trace {
+        return Ok(());
+    }
+
     let mut results = Results::new(&options, &names, modules, envoy_version()?);
+    results.mix_calls = traced
+        .lists
+        .into_iter()
+        .find(|(name, _)| name == "mix-filter")
+        .map(|(_, calls)| calls);
+    results.mix_floor_difference = traced.difference;
 
     // Every listener checked on a plain Envoy first: a config Envoy refuses,
     // a module that adds nothing, or mix variants that disagree fail here in
@@ -132,23 +180,41 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     if !options.skip_callgrind {
-        say!("bench: starting envoy under callgrind (this takes a few minutes)");
-        let envoy = Envoy::start(
-            |port| config::bootstrap(&fronts, port),
-            Under::Callgrind,
-            CALLGRIND_START,
-        )?;
-        say!(
-            "bench: envoy under callgrind LIVE after {:.0?}",
-            envoy.ready_after
-        );
-        verify::headers(&envoy, &fronts, MIX_BASELINE)?;
-        let counts = callgrind::measure(&envoy, &fronts, options.requests, options.rounds)?;
-        results.profile = profile::compare(&counts, options.requests, &results.profiled_pairs())
-            .unwrap_or_else(|err| {
-                say!("bench: per-function profile skipped: {err:#}");
-                Vec::new()
-            });
+        let mut counts = callgrind::Counts::default();
+        for group in callgrind_groups(&fronts) {
+            let names: Vec<&str> = group.iter().map(|front| front.name.as_str()).collect();
+            say!(
+                "bench: starting envoy under callgrind for {}",
+                names.join(", ")
+            );
+            let envoy = Envoy::start(
+                |port| config::bootstrap(&group, port),
+                Under::Callgrind,
+                CALLGRIND_START,
+            )?;
+            say!(
+                "bench: envoy under callgrind LIVE after {:.0?}",
+                envoy.ready_after
+            );
+            verify::headers(&envoy, &group, MIX_BASELINE)?;
+            let measured = callgrind::measure(&envoy, &group, options.requests, options.rounds)?;
+            // The dumps live with this Envoy: profile its pairs now.
+            let pairs: Vec<(String, String)> = results
+                .profiled_pairs()
+                .into_iter()
+                .filter(|(a, b)| {
+                    measured.last_dump.contains_key(a) && measured.last_dump.contains_key(b)
+                })
+                .collect();
+            results.profile.extend(
+                profile::compare(&measured, options.requests, &pairs).unwrap_or_else(|err| {
+                    say!("bench: per-function profile skipped: {err:#}");
+                    Vec::new()
+                }),
+            );
+            counts.per_round.extend(measured.per_round);
+            counts.last_dump.extend(measured.last_dump);
+        }
         results.callgrind = Some(Measured::from_counts(&counts, options.requests));
     }
 
@@ -195,6 +261,59 @@ pub fn run(args: &[String]) -> Result<()> {
     say!("{}", report::table(&results));
     say!("bench: results in {}", out.display());
     Ok(())
+}
+
+/// Most Wasm listeners one Envoy under valgrind runs: V8 reserves address
+/// space for each Wasm VM (about three per listener), and valgrind's limit
+/// let four Wasm listeners run in one Envoy but not five (the last one's
+/// stream VM was missing).
+const WASM_PER_ENVOY: usize = 4;
+
+/// The listeners of each Envoy under callgrind: one kind of traffic per
+/// Envoy, its listeners that are not Wasm in the first, and at most
+/// [`WASM_PER_ENVOY`] Wasm listeners in each (later ones are measured
+/// against the first Envoy's baseline: instruction counts do not depend on
+/// the process).
+fn callgrind_groups(fronts: &[Front]) -> Vec<Vec<Front>> {
+    let mut groups = Vec::new();
+    for traffic in [Traffic::Constant, Traffic::Mix] {
+        let of = |wasm: bool| {
+            fronts
+                .iter()
+                .filter(move |front| {
+                    front.traffic == traffic && matches!(front.adds, Adds::Wasm { .. }) == wasm
+                })
+                .cloned()
+        };
+        let modules: Vec<Front> = of(true).collect();
+        let mut chunks = modules.chunks(WASM_PER_ENVOY);
+        let mut first: Vec<Front> = of(false).collect();
+        first.extend(chunks.next().unwrap_or_default().iter().cloned());
+        groups.push(first);
+        groups.extend(chunks.map(<[Front]>::to_vec));
+    }
+    groups.retain(|group| !group.is_empty());
+    groups
+}
+
+/// The host calls of `mix-filter` and `mix-floor`, per request of the mix,
+/// and the first difference between them.
+struct Traced {
+    lists: Vec<(String, Vec<trace::Calls>)>,
+    difference: Option<String>,
+}
+
+fn trace_mix_floor(fronts: &[Front]) -> Result<Traced> {
+    let mut lists = Vec::new();
+    for name in ["mix-filter", "mix-floor"] {
+        let front = fronts
+            .iter()
+            .find(|front| front.name == name)
+            .with_context(|| format!("no {name} listener"))?;
+        lists.push((name.to_string(), trace::mix(front)?));
+    }
+    let difference = trace::difference((&lists[0].0, &lists[0].1), (&lists[1].0, &lists[1].1));
+    Ok(Traced { lists, difference })
 }
 
 /// The mix listener that does no header work: what the others add to.

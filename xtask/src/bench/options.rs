@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "usage: cargo xtask bench [--requests N] [--rounds R] [--quick] \
 [--skip-callgrind] [--skip-wrk] [--skip-extpack] [--module PATH] [--variant NAME=PATH]... \
-[--mix-variants] [--wrk-seconds S] [--out DIR]";
+[--mix-variants] [--wrk-seconds S] [--out DIR] [--trace]";
 
 /// A Wasm module measured as its own listener, next to the floor.
 #[derive(Debug, Clone)]
@@ -36,11 +36,13 @@ pub struct Options {
     /// Also measure each variant on the realistic scenario (`mix-NAME`,
     /// with the scenario's filter configuration): for filter builds, not
     /// for modules that ignore their configuration. Under valgrind, Envoy
-    /// 1.40 ran four Wasm listeners but not six (the last one's stream VM
-    /// was missing, so it added no headers; with eleven, a VM failed to
-    /// instantiate): the check before measuring then stops the run.
+    /// 1.40 ran four Wasm listeners but not five, so the callgrind part
+    /// starts as many Envoys as it needs (`callgrind_groups` in `mod.rs`).
     pub mix_variants: bool,
     pub wrk_seconds: u32,
+    /// Only print the host calls each request of the mix makes, for the
+    /// filter and the scenario's floor (`trace.rs`), and measure nothing.
+    pub trace: bool,
     /// Where results go; `None` is `benches/results` (a quick run:
     /// `target/bench`, so a smoke run never replaces the published figures).
     pub out: Option<PathBuf>,
@@ -60,6 +62,7 @@ impl Options {
             variants: Vec::new(),
             mix_variants: false,
             wrk_seconds: if quick { 2 } else { 5 },
+            trace: false,
             out: None,
         };
         let mut args = args.iter();
@@ -75,6 +78,7 @@ impl Options {
                 "--skip-wrk" => options.skip_wrk = true,
                 "--skip-extpack" => options.skip_extpack = true,
                 "--mix-variants" => options.mix_variants = true,
+                "--trace" => options.trace = true,
                 "--requests" => options.requests = positive(arg, &value(arg)?)?,
                 "--rounds" => options.rounds = positive(arg, &value(arg)?)?,
                 "--wrk-seconds" => options.wrk_seconds = positive(arg, &value(arg)?)?,

@@ -14,6 +14,22 @@ pub fn floor_source() -> PathBuf {
     paths::repo_root().join("benches").join("floor.wat")
 }
 
+/// The realistic scenario's floor: the filter's host calls for each request
+/// of the mix and nothing else (checked against Envoy's trace, `trace.rs`).
+pub fn mix_floor_source() -> PathBuf {
+    paths::repo_root().join("benches").join("mix-floor.wat")
+}
+
+/// Compiles `benches/mix-floor.wat` into `dir/mix-floor.wasm`.
+pub fn compile_mix_floor(dir: &Path) -> Result<PathBuf> {
+    let source = mix_floor_source();
+    let bytes =
+        wat::parse_file(&source).with_context(|| format!("compiling {}", source.display()))?;
+    let module = dir.join("mix-floor.wasm");
+    std::fs::write(&module, bytes).with_context(|| format!("writing {}", module.display()))?;
+    Ok(module)
+}
+
 /// Compiles `benches/floor.wat` into `dir/floor.wasm`.
 pub fn compile_floor(dir: &Path) -> Result<PathBuf> {
     let source = floor_source();
@@ -100,6 +116,16 @@ mod tests {
         assert!(text.contains("proxy_on_request_headers"));
         assert!(text.contains("proxy_on_response_headers"));
         assert_eq!(text.matches("proxy_on_").count(), 6);
+    }
+
+    #[test]
+    fn mix_floor_compiles_and_imports_only_header_and_property_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(super::compile_mix_floor(dir.path()).unwrap()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("proxy_on_request_headers"));
+        assert!(text.contains("proxy_on_response_headers"));
+        assert!(!text.contains("proxy_on_tick") && !text.contains("proxy_log"));
     }
 
     #[test]
