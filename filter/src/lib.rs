@@ -11,6 +11,7 @@
 pub mod config;
 pub mod format;
 pub mod json;
+pub mod jsonpath;
 pub mod matcher;
 pub mod mutation;
 pub mod offline;

@@ -15,10 +15,10 @@ use std::fmt;
 
 use regex_lite::Regex;
 
-use crate::config::{
+use crate::json::{self, Json};
+use crate::jsonpath::{
     expect_bool, expect_object, expect_string, field_path, quoted, unknown_field, ConfigError,
 };
-use crate::json::{self, Json};
 
 /// A regular expression, matched against the whole input as Envoy's
 /// `safe_regex` does (RE2 `FullMatch`).

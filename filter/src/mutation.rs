@@ -21,11 +21,13 @@
 use std::borrow::Cow;
 
 use crate::config::{
-    check_value, expect_object, expect_string, field_path, parse_list, parse_rule, unknown_field,
-    write_rule, AppendAction, Config, ConfigError, HeaderName, HeaderRule,
+    check_value, parse_rule, write_rule, AppendAction, Config, HeaderName, HeaderRule,
 };
 use crate::format::{Format, Side};
 use crate::json::{self, Json};
+use crate::jsonpath::{
+    expect_object, expect_string, field_path, parse_list, unknown_field, ConfigError,
+};
 use crate::matcher::{HeaderPairs, StringMatcher};
 use crate::plan::{Host, Outcome};
 
@@ -176,7 +178,7 @@ fn only_one(path: &str, fields: &[&str], other: &str) -> ConfigError {
         path,
         format!(
             "only one of {} may be set ({other} is set too)",
-            crate::config::comma_list(fields)
+            crate::jsonpath::comma_list(fields)
         ),
     )
 }

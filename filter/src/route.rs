@@ -11,11 +11,12 @@
 //! prefix followed by `/` or the end, `safe_regex` matches it entirely;
 //! `case_sensitive: false` affects the first three only.
 
-use crate::config::{
-    expect_bool, expect_object, expect_string, field_path, parse_level_field, parse_list, quoted,
-    unknown_field, ConfigError, Rules, LEVEL_FIELDS,
-};
+use crate::config::{parse_level_field, Rules, LEVEL_FIELDS};
 use crate::json::{self, Json};
+use crate::jsonpath::{
+    expect_bool, expect_object, expect_string, field_path, parse_list, quoted, unknown_field,
+    ConfigError,
+};
 use crate::matcher::{
     equal, starts_with, HeaderMatcher, HeaderPairs, Pattern, QueryParameterMatcher, StringMatcher,
 };
@@ -237,7 +238,7 @@ impl RouteMatch {
             fields.push(field);
         }
         out.push('{');
-        out.push_str(&crate::config::comma_list(
+        out.push_str(&crate::jsonpath::comma_list(
             &fields.iter().map(String::as_str).collect::<Vec<_>>(),
         ));
         out.push('}');
