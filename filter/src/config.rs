@@ -7,6 +7,8 @@
 //! that Envoy lets filters modify; a value has no CR, LF or NUL), so nothing
 //! after this module re-checks. No proxy-wasm here.
 
+use crate::headers::check_value;
+pub use crate::headers::{is_token, HeaderName, MAX_HEADER_BYTES};
 use crate::json::{self, Json};
 use crate::jsonpath::{
     comma_list, expect_array, expect_bool, expect_object, expect_string, field_path, item_path,
@@ -20,9 +22,6 @@ use crate::route::{ResponseRule, Route};
 
 /// Largest configuration accepted, in bytes.
 pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
-/// Longest header name or value, as Envoy's `HeaderValue` allows.
-pub const MAX_HEADER_BYTES: usize = 16384;
-
 /// The header fields of one level (top, route), as Envoy names them.
 pub(crate) const LEVEL_FIELDS: &[&str] = &[
     "request_headers_to_add",
@@ -91,69 +90,6 @@ impl AppendAction {
             )
         })
     }
-}
-
-/// A header name a filter may write: a non-empty lower-case RFC 9110 token,
-/// neither a pseudo-header nor `host`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HeaderName(String);
-
-impl HeaderName {
-    /// Validates and lower-cases `name`; the error is the reason only.
-    pub fn parse(name: &str) -> Result<HeaderName, String> {
-        if name.is_empty() {
-            return Err("header name must not be empty".into());
-        }
-        if name.len() > MAX_HEADER_BYTES {
-            return Err(format!(
-                "header name is {} bytes, the limit is {MAX_HEADER_BYTES}",
-                name.len()
-            ));
-        }
-        let lower = name.to_ascii_lowercase();
-        if lower.starts_with(':') || lower == "host" {
-            return Err(format!(
-                "{}: :-prefixed or host headers may not be modified",
-                quoted(name)
-            ));
-        }
-        if !is_token(&lower) {
-            return Err(format!(
-                "{} is not a valid header name (RFC 9110 token characters only)",
-                quoted(name)
-            ));
-        }
-        Ok(HeaderName(lower))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// RFC 9110 `token`: one or more tchar.
-pub fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                )
-        })
 }
 
 /// One `request_headers_to_add` / `response_headers_to_add` entry.
@@ -490,25 +426,6 @@ fn parse_names(path: &str, value: &Json) -> Result<Vec<HeaderName>, ConfigError>
         let name = expect_string(path, item)?;
         HeaderName::parse(name).map_err(|reason| ConfigError::new(path, reason))
     })
-}
-
-pub(crate) fn check_value(path: &str, text: &str) -> Result<(), ConfigError> {
-    if text.len() > MAX_HEADER_BYTES {
-        return Err(ConfigError::new(
-            path,
-            format!(
-                "value is {} bytes, the limit is {MAX_HEADER_BYTES}",
-                text.len()
-            ),
-        ));
-    }
-    if text.contains(['\r', '\n']) {
-        return Err(ConfigError::new(path, "contains CR/LF"));
-    }
-    if text.contains('\0') {
-        return Err(ConfigError::new(path, "contains NUL"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

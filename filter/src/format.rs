@@ -807,7 +807,7 @@ fn metadata_command(
 /// (`:authority`), lower-cased as Envoy does.
 fn header_argument(name: &str) -> Option<String> {
     let token = name.strip_prefix(':').unwrap_or(name);
-    if crate::config::is_token(token) {
+    if crate::headers::is_token(token) {
         Some(name.to_ascii_lowercase())
     } else {
         None

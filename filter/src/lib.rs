@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod format;
+pub mod headers;
 pub mod json;
 pub mod jsonpath;
 pub mod matcher;

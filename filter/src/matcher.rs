@@ -15,6 +15,7 @@ use std::fmt;
 
 use regex_lite::Regex;
 
+pub use crate::headers::HeaderPairs;
 use crate::json::{self, Json};
 use crate::jsonpath::{
     expect_bool, expect_object, expect_string, field_path, quoted, unknown_field, ConfigError,
@@ -492,7 +493,7 @@ impl HeaderMatcher {
 /// A header name in a matcher: a token or a pseudo-header, lower-cased.
 fn header_matcher_name(path: &str, name: &str) -> Result<String, ConfigError> {
     let token = name.strip_prefix(':').unwrap_or(name);
-    if !crate::config::is_token(token) {
+    if !crate::headers::is_token(token) {
         return Err(ConfigError::new(
             path,
             format!(
@@ -644,81 +645,6 @@ fn first_query_value<'a>(path: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
         };
         (key == name).then_some(value)
     })
-}
-
-/// A header map as proxy-wasm serializes it (`proxy_get_header_map_pairs`):
-/// a little-endian u32 count, then a (name length, value length) u32 pair
-/// per entry, then each name and value followed by a NUL. Read in place.
-#[derive(Debug, Clone, Copy)]
-pub struct HeaderPairs<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> HeaderPairs<'a> {
-    /// Wraps a serialized map. A malformed buffer reads as holding the
-    /// entries that fit, never panicking.
-    pub fn new(bytes: &'a [u8]) -> HeaderPairs<'a> {
-        HeaderPairs { bytes }
-    }
-
-    /// Serializes entries (tests, and hosts that are not Envoy).
-    pub fn encode<N: AsRef<[u8]>, V: AsRef<[u8]>>(entries: &[(N, V)]) -> Vec<u8> {
-        let data: usize = entries
-            .iter()
-            .map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 2)
-            .sum();
-        let mut out = Vec::with_capacity(4 + entries.len() * 8 + data);
-        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-        for (name, value) in entries {
-            out.extend_from_slice(&(name.as_ref().len() as u32).to_le_bytes());
-            out.extend_from_slice(&(value.as_ref().len() as u32).to_le_bytes());
-        }
-        for (name, value) in entries {
-            out.extend_from_slice(name.as_ref());
-            out.push(0);
-            out.extend_from_slice(value.as_ref());
-            out.push(0);
-        }
-        out
-    }
-
-    /// The entries in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
-        let bytes = self.bytes;
-        let count = read_u32(bytes, 0).unwrap_or(0) as usize;
-        let mut data = 4usize.saturating_add(count.saturating_mul(8));
-        (0..count).map_while(move |i| {
-            let name_len = read_u32(bytes, 4 + i * 8)? as usize;
-            let value_len = read_u32(bytes, 8 + i * 8)? as usize;
-            let name = bytes.get(data..data.checked_add(name_len)?)?;
-            let value_start = data + name_len + 1;
-            let value = bytes.get(value_start..value_start.checked_add(value_len)?)?;
-            data = value_start + value_len + 1;
-            Some((name, value))
-        })
-    }
-
-    /// The first value of `name`.
-    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
-        self.iter()
-            .find(|(n, _)| *n == name.as_bytes())
-            .map(|(_, v)| v)
-    }
-
-    /// Every value of `name`, in order.
-    pub fn values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + 'n
-    where
-        'a: 'n,
-    {
-        self.iter()
-            .filter(move |(n, _)| *n == name.as_bytes())
-            .map(|(_, v)| v)
-    }
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    let chunk = bytes.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
 }
 
 #[cfg(test)]

@@ -20,15 +20,14 @@
 
 use std::borrow::Cow;
 
-use crate::config::{
-    check_value, parse_rule, write_rule, AppendAction, Config, HeaderName, HeaderRule,
-};
+use crate::config::{parse_rule, write_rule, AppendAction, Config, HeaderRule};
 use crate::format::{Format, Side};
+use crate::headers::{check_value, HeaderName, HeaderPairs};
 use crate::json::{self, Json};
 use crate::jsonpath::{
     expect_object, expect_string, field_path, parse_list, unknown_field, ConfigError,
 };
-use crate::matcher::{HeaderPairs, StringMatcher};
+use crate::matcher::StringMatcher;
 use crate::plan::{Host, Outcome};
 
 const FIELDS: &[&str] = &[

@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 
 use crate::format::{Reader, Side};
-use crate::matcher::HeaderPairs;
+use crate::headers::HeaderPairs;
 use crate::plan::{Host, Outcome, Plan, Scratch};
 
 /// A request and a response, in memory.

@@ -19,7 +19,7 @@ use std::borrow::Cow;
 
 use crate::config::{AppendAction, Config, ConfigError, HeaderRule, Rules};
 use crate::format::{attribute, Format, Reader, Side};
-use crate::matcher::HeaderPairs;
+use crate::headers::HeaderPairs;
 use crate::mutation::Mutations;
 use crate::route::{parse_status, RequestView, ResponseCondition, ResponseRule, RouteMatch};
 

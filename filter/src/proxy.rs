@@ -41,7 +41,7 @@ use std::time::Duration;
 use proxy_wasm::types::{Action, LogLevel, MapType, MetricType, Status};
 
 use crate::format::{Reader, Side};
-use crate::matcher::HeaderPairs;
+use crate::headers::HeaderPairs;
 use crate::plan::{Host, Outcome, Plan, Scratch};
 use crate::roots::{Kept, Roots};
 

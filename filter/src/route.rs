@@ -12,13 +12,14 @@
 //! `case_sensitive: false` affects the first three only.
 
 use crate::config::{parse_level_field, Rules, LEVEL_FIELDS};
+use crate::headers::HeaderPairs;
 use crate::json::{self, Json};
 use crate::jsonpath::{
     expect_bool, expect_object, expect_string, field_path, parse_list, quoted, unknown_field,
     ConfigError,
 };
 use crate::matcher::{
-    equal, starts_with, HeaderMatcher, HeaderPairs, Pattern, QueryParameterMatcher, StringMatcher,
+    equal, starts_with, HeaderMatcher, Pattern, QueryParameterMatcher, StringMatcher,
 };
 
 /// Envoy's `RouteMatch`, plus `route_name`.

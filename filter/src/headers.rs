@@ -1,0 +1,169 @@
+//! Header names and values: what a name a filter may write is
+//! ([`HeaderName`], an RFC 9110 token), what a configured value may hold
+//! ([`check_value`]), and a header map as the host serializes it
+//! ([`HeaderPairs`], read in place).
+//!
+//! Below the matchers, the formatters and the configuration, which all use
+//! these; above the JSON paths and errors only.
+
+use crate::jsonpath::{quoted, ConfigError};
+
+/// Longest header name or value, as Envoy's `HeaderValue` allows.
+pub const MAX_HEADER_BYTES: usize = 16384;
+
+/// A header name a filter may write: a non-empty lower-case RFC 9110 token,
+/// neither a pseudo-header nor `host`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HeaderName(String);
+
+impl HeaderName {
+    /// Validates and lower-cases `name`; the error is the reason only.
+    pub fn parse(name: &str) -> Result<HeaderName, String> {
+        if name.is_empty() {
+            return Err("header name must not be empty".into());
+        }
+        if name.len() > MAX_HEADER_BYTES {
+            return Err(format!(
+                "header name is {} bytes, the limit is {MAX_HEADER_BYTES}",
+                name.len()
+            ));
+        }
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with(':') || lower == "host" {
+            return Err(format!(
+                "{}: :-prefixed or host headers may not be modified",
+                quoted(name)
+            ));
+        }
+        if !is_token(&lower) {
+            return Err(format!(
+                "{} is not a valid header name (RFC 9110 token characters only)",
+                quoted(name)
+            ));
+        }
+        Ok(HeaderName(lower))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// RFC 9110 `token`: one or more tchar.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+pub(crate) fn check_value(path: &str, text: &str) -> Result<(), ConfigError> {
+    if text.len() > MAX_HEADER_BYTES {
+        return Err(ConfigError::new(
+            path,
+            format!(
+                "value is {} bytes, the limit is {MAX_HEADER_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    if text.contains(['\r', '\n']) {
+        return Err(ConfigError::new(path, "contains CR/LF"));
+    }
+    if text.contains('\0') {
+        return Err(ConfigError::new(path, "contains NUL"));
+    }
+    Ok(())
+}
+
+/// A header map as proxy-wasm serializes it (`proxy_get_header_map_pairs`):
+/// a little-endian u32 count, then a (name length, value length) u32 pair
+/// per entry, then each name and value followed by a NUL. Read in place.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderPairs<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> HeaderPairs<'a> {
+    /// Wraps a serialized map. A malformed buffer reads as holding the
+    /// entries that fit, never panicking.
+    pub fn new(bytes: &'a [u8]) -> HeaderPairs<'a> {
+        HeaderPairs { bytes }
+    }
+
+    /// Serializes entries (tests, and hosts that are not Envoy).
+    pub fn encode<N: AsRef<[u8]>, V: AsRef<[u8]>>(entries: &[(N, V)]) -> Vec<u8> {
+        let data: usize = entries
+            .iter()
+            .map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 2)
+            .sum();
+        let mut out = Vec::with_capacity(4 + entries.len() * 8 + data);
+        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for (name, value) in entries {
+            out.extend_from_slice(&(name.as_ref().len() as u32).to_le_bytes());
+            out.extend_from_slice(&(value.as_ref().len() as u32).to_le_bytes());
+        }
+        for (name, value) in entries {
+            out.extend_from_slice(name.as_ref());
+            out.push(0);
+            out.extend_from_slice(value.as_ref());
+            out.push(0);
+        }
+        out
+    }
+
+    /// The entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        let bytes = self.bytes;
+        let count = read_u32(bytes, 0).unwrap_or(0) as usize;
+        let mut data = 4usize.saturating_add(count.saturating_mul(8));
+        (0..count).map_while(move |i| {
+            let name_len = read_u32(bytes, 4 + i * 8)? as usize;
+            let value_len = read_u32(bytes, 8 + i * 8)? as usize;
+            let name = bytes.get(data..data.checked_add(name_len)?)?;
+            let value_start = data + name_len + 1;
+            let value = bytes.get(value_start..value_start.checked_add(value_len)?)?;
+            data = value_start + value_len + 1;
+            Some((name, value))
+        })
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.iter()
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// Every value of `name`, in order.
+    pub fn values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + 'n
+    where
+        'a: 'n,
+    {
+        self.iter()
+            .filter(move |(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let chunk = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+}
