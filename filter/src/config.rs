@@ -16,7 +16,8 @@ use crate::jsonpath::{
 };
 pub use crate::jsonpath::{quoted, ConfigError, MAX_ENTRIES};
 
-use crate::format::{Format, Side};
+use crate::format::Format;
+use crate::host::Side;
 use crate::mutation::Mutations;
 use crate::route::{ResponseRule, Route};
 

@@ -16,14 +16,8 @@ mod time;
 use std::fmt;
 
 use operators::Support;
-/// Where a value is written, which decides what some commands can see:
-/// response headers and the upstream exist only on the response side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
-    Request,
-    Response,
-}
 
+pub use crate::host::{Reader, Side};
 /// Proxy-wasm attribute paths, serialized the way the ABI takes them
 /// (segments joined by NUL), so the hot path never builds them. Names and
 /// types: Envoy's `source/extensions/filters/common/expr/context.{h,cc}`.
@@ -343,22 +337,6 @@ impl fmt::Display for Command {
             }
             Command::Attribute { text, .. } | Command::Constant { text, .. } => f.write_str(text),
         }
-    }
-}
-
-/// Read access to the stream, as the formatter needs it.
-pub trait Reader {
-    /// The first value of a header of the request or the response.
-    fn header(&self, of: Side, name: &str) -> Option<Vec<u8>>;
-    /// A proxy-wasm attribute, as the host serializes it (see
-    /// [`attribute`]); `None` when the host has none.
-    fn property(&self, path: &[u8]) -> Option<Vec<u8>>;
-    /// A header as `%REQ(..)%` / `%RESP(..)%` read it. A host whose header
-    /// map of `of` is closed by now (Envoy closes the request map once the
-    /// request headers are done) answers from what it kept of it: see
-    /// [`crate::plan::Plan::request_headers_for_response`].
-    fn formatter_header(&self, of: Side, name: &str) -> Option<Vec<u8>> {
-        self.header(of, name)
     }
 }
 

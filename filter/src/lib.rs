@@ -11,6 +11,7 @@
 pub mod config;
 pub mod format;
 pub mod headers;
+pub mod host;
 pub mod json;
 pub mod jsonpath;
 pub mod matcher;

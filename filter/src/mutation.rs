@@ -21,14 +21,14 @@
 use std::borrow::Cow;
 
 use crate::config::{parse_rule, write_rule, AppendAction, Config, HeaderRule};
-use crate::format::{Format, Side};
+use crate::format::Format;
 use crate::headers::{check_value, HeaderName, HeaderPairs};
+use crate::host::{Host, Outcome, Side};
 use crate::json::{self, Json};
 use crate::jsonpath::{
     expect_object, expect_string, field_path, parse_list, unknown_field, ConfigError,
 };
 use crate::matcher::StringMatcher;
-use crate::plan::{Host, Outcome};
 
 const FIELDS: &[&str] = &[
     "request_mutations",

@@ -11,9 +11,9 @@
 
 use std::borrow::Cow;
 
-use crate::format::{Reader, Side};
 use crate::headers::HeaderPairs;
-use crate::plan::{Host, Outcome, Plan, Scratch};
+use crate::host::{Host, Outcome, Reader, Side};
+use crate::plan::{Plan, Scratch};
 
 /// A request and a response, in memory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -18,38 +18,12 @@
 use std::borrow::Cow;
 
 use crate::config::{AppendAction, Config, ConfigError, HeaderRule, Rules};
-use crate::format::{attribute, Format, Reader, Side};
+use crate::format::{attribute, Format};
 use crate::headers::HeaderPairs;
+pub use crate::host::{Host, Outcome};
+use crate::host::Side;
 use crate::mutation::Mutations;
 use crate::route::{parse_status, RequestView, ResponseCondition, ResponseRule, RouteMatch};
-
-/// The stream as the plan sees it: read access plus the three writes.
-pub trait Host: Reader {
-    /// Adds an entry, keeping existing ones (Envoy's `addCopy`).
-    fn add(&mut self, side: Side, name: &str, value: &[u8]);
-    /// Replaces every entry of `name` with one (Envoy's `setCopy`).
-    fn replace(&mut self, side: Side, name: &str, value: &[u8]);
-    fn remove(&mut self, side: Side, name: &str);
-    fn exists(&self, side: Side, name: &str) -> bool {
-        self.header(side, name).is_some()
-    }
-    /// The whole header map of `side`, serialized as proxy-wasm's
-    /// `get_header_map_pairs` returns it (see [`HeaderPairs`]). Read once
-    /// per side, and only by plans whose matchers need it; a host that keeps
-    /// the map for later reads lends it rather than copying it.
-    fn header_map(&self, side: Side) -> Cow<'_, [u8]>;
-}
-
-/// What one application did, for the filter's counters.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
-    /// Headers written (added or replaced).
-    pub written: u32,
-    /// Removals asked of the host.
-    pub removed: u32,
-    /// Rendered values dropped because they held CR, LF or NUL.
-    pub refused: u32,
-}
 
 /// The compiled configuration.
 #[derive(Debug)]
@@ -137,14 +111,6 @@ impl Scratch {
             staged: Vec::new(),
             holds: Vec::new(),
         }
-    }
-}
-
-impl Outcome {
-    pub fn add(&mut self, other: Outcome) {
-        self.written += other.written;
-        self.removed += other.removed;
-        self.refused += other.refused;
     }
 }
 

@@ -1,4 +1,4 @@
-//! The proxy-wasm glue: adapts the host to [`crate::plan::Host`] and hands
+//! The proxy-wasm glue: adapts the host to [`crate::host::Host`] and hands
 //! each callback to the plan. No decisions are taken here.
 //!
 //! Each root context (one per filter instance; Envoy runs instances that
@@ -40,9 +40,9 @@ use std::time::Duration;
 
 use proxy_wasm::types::{Action, LogLevel, MapType, MetricType, Status};
 
-use crate::format::{Reader, Side};
 use crate::headers::HeaderPairs;
-use crate::plan::{Host, Outcome, Plan, Scratch};
+use crate::host::{Host, Outcome, Reader, Side};
+use crate::plan::{Plan, Scratch};
 use crate::roots::{Kept, Roots};
 
 /// Per-VM state.
