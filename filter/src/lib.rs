@@ -20,6 +20,7 @@ pub mod offline;
 pub mod plan;
 pub mod roots;
 pub mod route;
+pub mod rules;
 
 #[cfg(target_arch = "wasm32")]
 mod alloc;

@@ -20,7 +20,7 @@
 
 use std::borrow::Cow;
 
-use crate::config::{parse_rule, write_rule, AppendAction, Config, HeaderRule};
+use crate::config::Config;
 use crate::format::Format;
 use crate::headers::{check_value, HeaderName, HeaderPairs};
 use crate::host::{Host, Outcome, Side};
@@ -29,6 +29,7 @@ use crate::jsonpath::{
     expect_object, expect_string, field_path, parse_list, unknown_field, ConfigError,
 };
 use crate::matcher::StringMatcher;
+use crate::rules::{parse_rule, write_rule, AppendAction, HeaderRule};
 
 const FIELDS: &[&str] = &[
     "request_mutations",

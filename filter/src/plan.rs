@@ -17,13 +17,15 @@
 
 use std::borrow::Cow;
 
-use crate::config::{AppendAction, Config, ConfigError, HeaderRule, Rules};
+use crate::config::Config;
 use crate::format::{attribute, Format};
 use crate::headers::HeaderPairs;
-pub use crate::host::{Host, Outcome};
 use crate::host::Side;
+pub use crate::host::{Host, Outcome};
+use crate::jsonpath::ConfigError;
 use crate::mutation::Mutations;
 use crate::route::{parse_status, RequestView, ResponseCondition, ResponseRule, RouteMatch};
+use crate::rules::{AppendAction, HeaderRule, Rules};
 
 /// The compiled configuration.
 #[derive(Debug)]

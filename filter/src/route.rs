@@ -11,7 +11,6 @@
 //! prefix followed by `/` or the end, `safe_regex` matches it entirely;
 //! `case_sensitive: false` affects the first three only.
 
-use crate::config::{parse_level_field, Rules, LEVEL_FIELDS};
 use crate::headers::HeaderPairs;
 use crate::json::{self, Json};
 use crate::jsonpath::{
@@ -21,6 +20,7 @@ use crate::jsonpath::{
 use crate::matcher::{
     equal, starts_with, HeaderMatcher, Pattern, QueryParameterMatcher, StringMatcher,
 };
+use crate::rules::{parse_level_field, Rules, LEVEL_FIELDS};
 
 /// Envoy's `RouteMatch`, plus `route_name`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -329,7 +329,7 @@ impl Route {
         }
         out.push_str("\"match\":");
         self.matcher.write_json(out);
-        crate::config::write_level_fields(out, &self.request, &self.response);
+        crate::rules::write_level_fields(out, &self.request, &self.response);
         if !self.response_rules.is_empty() {
             out.push_str(",\"response_rules\":");
             write_list(out, &self.response_rules, ResponseRule::write_json);
@@ -472,7 +472,7 @@ impl ResponseRule {
         write_list(out, &self.condition.status, StatusRange::write_json);
         out.push_str(",\"headers\":");
         write_list(out, &self.condition.headers, HeaderMatcher::write_json);
-        crate::config::write_level_fields(out, &Rules::default(), &self.response);
+        crate::rules::write_level_fields(out, &Rules::default(), &self.response);
         out.push('}');
     }
 }
