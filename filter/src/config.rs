@@ -79,7 +79,10 @@ impl Config {
             ));
         };
         if object.iter().any(|(k, _)| k == "mutations") {
-            Mutations::parse_config(&object)
+            Mutations::parse_config(&object).map(|mutations| Config {
+                mutations,
+                ..Config::default()
+            })
         } else if object.iter().any(|(k, _)| FIELDS.contains(&k.as_str())) || object.is_empty() {
             parse_envoy_form(&object)
         } else {

@@ -6,7 +6,9 @@
 //! validation), [`format`] (the `%...%` language) and [`plan`] (what runs per
 //! request) — plus, in the Wasm build only, the proxy-wasm glue in `proxy`.
 //! The core builds and is tested on the host; the packager uses it to
-//! validate configurations offline.
+//! validate configurations offline. Its modules are layered, each using
+//! only the layers below it (ARCHITECTURE.md, "Layers";
+//! `tests/layers.rs` holds the order).
 
 pub mod config;
 pub mod format;

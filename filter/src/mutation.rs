@@ -20,7 +20,6 @@
 
 use std::borrow::Cow;
 
-use crate::config::Config;
 use crate::format::Format;
 use crate::headers::{check_value, HeaderName, HeaderPairs};
 use crate::host::{Host, Outcome, Side};
@@ -76,7 +75,9 @@ pub enum QueryMutation {
 impl Mutations {
     /// Parses a whole plugin configuration of this form: the object holds
     /// `mutations` and nothing else.
-    pub(crate) fn parse_config(object: &[(String, Json)]) -> Result<Config, ConfigError> {
+    pub(crate) fn parse_config(
+        object: &[(String, Json)],
+    ) -> Result<Option<Mutations>, ConfigError> {
         let mut mutations = None;
         for (key, value) in object {
             if key != "mutations" {
@@ -88,10 +89,7 @@ impl Mutations {
             }
             mutations = Some(Mutations::parse(key, value)?);
         }
-        Ok(Config {
-            mutations,
-            ..Config::default()
-        })
+        Ok(mutations)
     }
 
     fn parse(path: &str, value: &Json) -> Result<Mutations, ConfigError> {
@@ -657,6 +655,7 @@ fn url_encoded(value: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use crate::format::attribute;
     use crate::offline::MemoryStream;
     use crate::plan::{Plan, Scratch};
