@@ -59,7 +59,11 @@ fn compile() -> Result<PathBuf> {
             // This binary links the module (crate::link): rust-lld without
             // the SDK's exports.
             .env("CARGO_TARGET_WASM32_WASIP1_LINKER", xtask)
-            .env(crate::link::LINKER_ENV, crate::link::rust_lld()?),
+            .env(crate::link::LINKER_ENV, crate::link::rust_lld()?)
+            .env(
+                "CARGO_PROFILE_RELEASE_STRIP",
+                if keep_names() { "false" } else { "true" },
+            ),
     )?;
     let module = cargo_wasm_path();
     if !module.is_file() {
@@ -90,6 +94,12 @@ fn post_link(compiled: PathBuf) -> Result<PathBuf> {
     Ok(final_path)
 }
 
+/// `XTASK_KEEP_NAMES=1`: the module keeps its function names (the `name`
+/// section), for profiling it outside Envoy; the code is the same.
+fn keep_names() -> bool {
+    std::env::var_os("XTASK_KEEP_NAMES").is_some_and(|v| v == "1")
+}
+
 /// `wasm-opt -Oz`: after pruning, LLVM's output still has room binaryen
 /// finds (about 17 %: merged identical functions, packed data segments).
 /// Traps are kept as traps (no `--traps-never-happen`): a bug must stop the
@@ -102,7 +112,11 @@ fn wasm_opt(input: &Path, output: &Path) -> Result<()> {
         // What rustc's wasm32-wasip1 target emits (walrus drops the
         // target_features section binaryen would read them from).
         .args(WASM_FEATURES)
-        .args(["--strip-debug", "--strip-producers"])
+        .args(if keep_names() {
+            &["--strip-producers", "--debuginfo"][..]
+        } else {
+            &["--strip-debug", "--strip-producers"][..]
+        })
         .arg(input)
         .arg("-o")
         .arg(&tmp);

@@ -54,7 +54,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .tempdir()
         .context("creating the bench temp dir")?;
 
-    let (filter, variants) = modules(&options, work.path())?;
+    let (filter, variants, mix_only) = modules(&options, work.path())?;
     let floor = wasm::compile_floor(work.path())?;
     let floor3 = wasm::compile_floor3(work.path())?;
     let mix_floor = wasm::compile_mix_floor(work.path())?;
@@ -116,6 +116,15 @@ pub fn run(args: &[String]) -> Result<()> {
             &variant.module,
             &variant.source,
         )?);
+    }
+    for variant in &mix_only {
+        mix.push(mix_front(
+            &variant.name,
+            Adds::Wasm {
+                module: variant.module.clone(),
+                configuration: Some(mix_configuration.to_string()),
+            },
+        ));
     }
     fronts.extend(mix);
     let names: Vec<String> = fronts.iter().map(|front| front.name.clone()).collect();
@@ -337,19 +346,26 @@ fn mix_front(name: &str, adds: Adds) -> Front {
 }
 
 /// The module measured as `filter` (ours, built, unless `--module`) and the
-/// `--variant` modules. Each is copied into `work` first: a rebuild during
+/// `--variant` and `--mix-variant` modules (a `.wat` one compiled). Each is copied into `work` first: a rebuild during
 /// the run (other work in the same tree) must not change what is measured
 /// halfway.
-fn modules(options: &Options, work: &Path) -> Result<(Variant, Vec<Variant>)> {
+fn modules(options: &Options, work: &Path) -> Result<(Variant, Vec<Variant>, Vec<Variant>)> {
     let mut variants = options.variants.clone();
+    let mut mix_only = options.mix_only.clone();
     let filter_source = match &options.module {
         Some(path) => path.clone(),
         None => filter::build_filter()?,
     };
     let snapshot = |name: &str, path: &Path| -> Result<PathBuf> {
         let copy = work.join(format!("{name}.wasm"));
-        std::fs::copy(path, &copy)
-            .with_context(|| format!("wasm module {} not found", path.display()))?;
+        if path.extension().is_some_and(|e| e == "wat") {
+            let bytes =
+                wat::parse_file(path).with_context(|| format!("compiling {}", path.display()))?;
+            std::fs::write(&copy, bytes)?;
+        } else {
+            std::fs::copy(path, &copy)
+                .with_context(|| format!("wasm module {} not found", path.display()))?;
+        }
         Ok(copy)
     };
     let filter = Variant {
@@ -357,10 +373,10 @@ fn modules(options: &Options, work: &Path) -> Result<(Variant, Vec<Variant>)> {
         module: snapshot("filter", &filter_source)?,
         source: filter_source,
     };
-    for variant in &mut variants {
+    for variant in variants.iter_mut().chain(&mut mix_only) {
         variant.module = snapshot(&variant.name, &variant.source)?;
     }
-    Ok((filter, variants))
+    Ok((filter, variants, mix_only))
 }
 
 fn require_tools(options: &Options) -> Result<()> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "usage: cargo xtask bench [--requests N] [--rounds R] [--quick] \
 [--skip-callgrind] [--skip-wrk] [--skip-extpack] [--module PATH] [--variant NAME=PATH]... \
-[--mix-variants] [--wrk-seconds S] [--out DIR] [--trace]";
+[--mix-variants] [--mix-variant NAME=PATH]... [--wrk-seconds S] [--out DIR] [--trace]";
 
 /// A Wasm module measured as its own listener, next to the floor.
 #[derive(Debug, Clone)]
@@ -39,6 +39,10 @@ pub struct Options {
     /// 1.40 ran four Wasm listeners but not five, so the callgrind part
     /// starts as many Envoys as it needs (`callgrind_groups` in `mod.rs`).
     pub mix_variants: bool,
+    /// Modules measured on the realistic scenario only (`--mix-variant
+    /// name=path`, listener `mix-NAME`, a `.wat` path is compiled first):
+    /// a hand-written floor's variants, say.
+    pub mix_only: Vec<Variant>,
     pub wrk_seconds: u32,
     /// Only print the host calls each request of the mix makes, for the
     /// filter and the scenario's floor (`trace.rs`), and measure nothing.
@@ -61,6 +65,7 @@ impl Options {
             module: None,
             variants: Vec::new(),
             mix_variants: false,
+            mix_only: Vec::new(),
             wrk_seconds: if quick { 2 } else { 5 },
             trace: false,
             out: None,
@@ -85,11 +90,17 @@ impl Options {
                 "--module" => options.module = Some(PathBuf::from(value(arg)?)),
                 "--out" => options.out = Some(PathBuf::from(value(arg)?)),
                 "--variant" => options.variants.push(variant(&value(arg)?)?),
+                "--mix-variant" => options.mix_only.push(variant(&value(arg)?)?),
                 "-h" | "--help" => bail!("{USAGE}"),
                 other => bail!("unknown bench option `{other}`; {USAGE}"),
             }
         }
-        let mut names: Vec<&str> = options.variants.iter().map(|v| v.name.as_str()).collect();
+        let mut names: Vec<&str> = options
+            .variants
+            .iter()
+            .chain(&options.mix_only)
+            .map(|v| v.name.as_str())
+            .collect();
         names.sort_unstable();
         if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
             bail!("--variant name `{}` is given twice", pair[0]);
