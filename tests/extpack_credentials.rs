@@ -540,10 +540,7 @@ impl Machine {
 
     fn push(&self, reference: &str, env: &[(&str, &Path)]) -> Run {
         let layout = self.layout.to_str().unwrap();
-        self.run(
-            &["push", layout, "--tag", reference, "--plain-http"],
-            env,
-        )
+        self.run(&["push", layout, "--tag", reference, "--plain-http"], env)
     }
 
     /// `extract` into a new file; returns the run and the file.
@@ -669,7 +666,11 @@ fn cred_helpers_beat_creds_store_beat_auths() {
         assert_eq!(s.basic_users(), [*user], "{case}");
     }
     // A helper is given the registry's host on stdin, as Docker gives it.
-    assert_eq!(m.helper_log("perhost"), [host.as_str(); 2], "perhost asked for");
+    assert_eq!(
+        m.helper_log("perhost"),
+        [host.as_str(); 2],
+        "perhost asked for"
+    );
     assert!(
         m.helper_log("store").iter().all(|h| h == &host),
         "store asked for {:?}",
@@ -733,7 +734,9 @@ fn identity_tokens_are_exchanged_through_the_refresh_token_grant() {
             let grant = grants
                 .iter()
                 .find(|g| g.param("scope") == Some(scope.as_str()))
-                .unwrap_or_else(|| panic!("{case}: no grant for the {what} scope {scope}: {seen:?}"));
+                .unwrap_or_else(|| {
+                    panic!("{case}: no grant for the {what} scope {scope}: {seen:?}")
+                });
             assert_eq!(grant.param("grant_type"), Some("refresh_token"), "{case}");
             assert_eq!(grant.param("refresh_token"), Some(IDENTITY), "{case}");
             assert_eq!(grant.param("service"), Some(SERVICE), "{case}");
@@ -831,7 +834,11 @@ fn podman_auth_files_are_read_when_docker_has_nothing() {
         &format!("{host}/filters/podman:1.0.4"),
         &[("REGISTRY_AUTH_FILE", elsewhere.as_path())],
     )
-    .exits(4, "REGISTRY_AUTH_FILE without this registry", &["docker login"]);
+    .exits(
+        4,
+        "REGISTRY_AUTH_FILE without this registry",
+        &["docker login"],
+    );
     assert!(s.basic_users().is_empty());
 }
 
@@ -844,7 +851,11 @@ fn wrong_credentials_exit_4_naming_registry_and_source() {
     let host = s.registry.host();
     let reference = format!("{host}/filters/wrong:1.0.0");
     let config = m.docker_config().display().to_string();
-    m.helper("wrong", &host, &helper_answer(&host, "ci-user", "wrong-pass"));
+    m.helper(
+        "wrong",
+        &host,
+        &helper_answer(&host, "ci-user", "wrong-pass"),
+    );
     m.helper_script("broken", "echo 'the keychain is locked'\nexit 1\n");
     let podman = m.write(
         "auth.json",
@@ -858,7 +869,11 @@ fn wrong_credentials_exit_4_naming_registry_and_source() {
             "wrong password in auths",
             Some(json!({"auths": {&host: auth("ci-user", "wrong-pass")}})),
             None,
-            vec![&refused, "authentication failed for user \"ci-user\"", &auths_source],
+            vec![
+                &refused,
+                "authentication failed for user \"ci-user\"",
+                &auths_source,
+            ],
         ),
         (
             "wrong password from a credHelpers helper",
@@ -875,7 +890,11 @@ fn wrong_credentials_exit_4_naming_registry_and_source() {
             "wrong password in REGISTRY_AUTH_FILE",
             None,
             Some(&podman),
-            vec![&refused, "authentication failed for user \"ci-user\"", &podman_source],
+            vec![
+                &refused,
+                "authentication failed for user \"ci-user\"",
+                &podman_source,
+            ],
         ),
         (
             "credsStore helper not on PATH",
