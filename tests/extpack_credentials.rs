@@ -335,11 +335,14 @@ fn claims(subject: &str, scopes: &[&str]) -> Value {
 // ---------------------------------------------------------------------------
 // A relay that keeps what clients send the registry
 
+/// The bytes clients sent on one connection, appended as they pass.
+type Sent = Arc<Mutex<Vec<u8>>>;
+
 /// A TCP relay in front of the registry that keeps every byte clients send
 /// through it, to show what the registry was (and was not) sent.
 struct Recorder {
     addr: SocketAddr,
-    connections: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    connections: Arc<Mutex<Vec<Sent>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -348,7 +351,7 @@ impl Recorder {
     fn start(upstream: SocketAddr) -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let connections: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
+        let connections: Arc<Mutex<Vec<Sent>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (connections, stop) = (connections.clone(), stop.clone());
@@ -392,7 +395,7 @@ impl Recorder {
     }
 }
 
-fn relay(mut from: TcpStream, mut to: TcpStream, keep: Option<Arc<Mutex<Vec<u8>>>>) {
+fn relay(mut from: TcpStream, mut to: TcpStream, keep: Option<Sent>) {
     let mut buf = [0u8; 16384];
     loop {
         match from.read(&mut buf) {
@@ -626,6 +629,7 @@ fn cred_helpers_beat_creds_store_beat_auths() {
         ("helper-user", "helper-pass"),
         ("store-user", "store-pass"),
         ("auths-user", "auths-pass"),
+        ("variable-user", "variable-pass"),
     ];
     let s = Setup::new(&users, &[]);
     let m = Machine::new();
@@ -665,6 +669,15 @@ fn cred_helpers_beat_creds_store_beat_auths() {
         m.round_trip(&format!("{host}/filters/order-{i}:1.0.0"), &[]);
         assert_eq!(s.basic_users(), [*user], "{case}");
     }
+    // DOCKER_AUTH_CONFIG comes before the file and its helpers.
+    let variable = json!({"auths": {&host: auth("variable-user", "variable-pass")}}).to_string();
+    m.write_docker_config(&cases[0].1);
+    m.round_trip(
+        &format!("{host}/filters/order-variable:1.0.0"),
+        &[("DOCKER_AUTH_CONFIG", Path::new(&variable))],
+    );
+    assert_eq!(s.basic_users(), ["variable-user"], "DOCKER_AUTH_CONFIG");
+
     // A helper is given the registry's host on stdin, as Docker gives it.
     assert_eq!(
         m.helper_log("perhost"),
@@ -788,6 +801,7 @@ fn podman_auth_files_are_read_when_docker_has_nothing() {
         ("runtime-user", "runtime-pass"),
         ("config-user", "config-pass"),
         ("docker-user", "docker-pass"),
+        ("readme-user", "readme-token"),
     ];
     let s = Setup::new(&users, &[]);
     let m = Machine::new();
@@ -840,6 +854,41 @@ fn podman_auth_files_are_read_when_docker_has_nothing() {
         &["docker login"],
     );
     assert!(s.basic_users().is_empty());
+
+    // The README's recipe for a token from CI secrets, run by bash up to its
+    // extpack line, then that push.
+    let readme = fs::read_to_string(e2e::paths::repo_root().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("### Registry credentials")
+        .expect("README section Registry credentials")..];
+    let recipe = section
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("REGISTRY_AUTH_FILE"))
+        .expect("a REGISTRY_AUTH_FILE recipe in the README");
+    let (script, push) = recipe
+        .split_once("\nextpack push ")
+        .expect("the recipe ends with an extpack push");
+    assert_eq!(
+        push.trim(),
+        "image/ --tag \"$REGISTRY/filters/header-filter:1.0.0\""
+    );
+    fs::create_dir(m.path("runner")).unwrap();
+    let status = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .env("REGISTRY", &host)
+        .env("REGISTRY_USER", "readme-user")
+        .env("REGISTRY_TOKEN", "readme-token")
+        .env("RUNNER_TEMP", m.path("runner"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "the README recipe: {status}");
+    m.round_trip(
+        &format!("{host}/filters/header-filter:1.0.0"),
+        &[("REGISTRY_AUTH_FILE", &m.path("runner/auth.json"))],
+    );
+    assert_eq!(s.basic_users(), ["readme-user"], "the README recipe");
 }
 
 /// Wrong or unusable credentials: exit 4 and one line naming the registry,
@@ -864,7 +913,10 @@ fn wrong_credentials_exit_4_naming_registry_and_source() {
     let refused = format!("registry {host} refused access to {reference}");
     let auths_source = format!("auths[\"{host}\"] in {config}");
     let podman_source = format!("auths[\"{host}\"] in {}", podman.display());
-    let cases: Vec<(&str, Option<Value>, Option<&Path>, Vec<&str>)> = vec![
+    /// What is wrong, the Docker config (none: no file), REGISTRY_AUTH_FILE,
+    /// and what the error line must hold.
+    type Case<'a> = (&'a str, Option<Value>, Option<&'a Path>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "wrong password in auths",
             Some(json!({"auths": {&host: auth("ci-user", "wrong-pass")}})),
