@@ -786,6 +786,29 @@ fn identity_tokens_are_exchanged_through_the_refresh_token_grant() {
         .0
         .exits(4, "pull with a revoked identity token", &wants);
     assert!(!recorder.sent().contains("revoked-token"));
+
+    // A token endpoint that does not answer: unreachable (6), named.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let realm = format!("http://{}/token", closed.local_addr().unwrap());
+    drop(closed);
+    let signer = TokenSigner::generate();
+    let registry = Registry::start_with_token_auth(&TokenAuth {
+        realm: realm.clone(),
+        service: SERVICE.into(),
+        issuer: ISSUER.into(),
+        signer: &signer,
+    });
+    let host = registry.host();
+    m.write_docker_config(&json!({"auths": {&host: {"identitytoken": IDENTITY}}}));
+    m.push(&format!("{host}/filters/identity:1.0.0"), &[])
+        .exits(
+            6,
+            "token endpoint down",
+            &[
+                &format!("cannot reach registry {host}: its token endpoint {realm}"),
+                "connection refused",
+            ],
+        );
 }
 
 /// podman's auth files are read only when Docker's lookup has nothing:

@@ -231,12 +231,13 @@ async fn authenticate(
         origin: source.to_string(),
         reason,
     };
-    // What the registry asks for: its 401 to an anonymous GET /v2/.
+    // What the registry asks for: its 401 to an anonymous GET /v2/, at the
+    // host oci-client talks to (`index.docker.io` for `docker.io`).
     let http = http_client(opts)?;
     let scheme = if opts.plain_http { "http" } else { "https" };
     let anonymous = Used::Anonymous;
     let answer = http
-        .get(format!("{scheme}://{registry}/v2/"))
+        .get(format!("{scheme}://{}/v2/", reference.resolve_registry()))
         .send()
         .await
         .map_err(|e| explain(e.into(), reference, what, &anonymous, opts))?;
@@ -278,9 +279,27 @@ async fn authenticate(
                          log in again (`docker login {registry}`, or your cloud's login such as `az acr login`)"
                     ),
                 },
-                ExchangeError::Http { source: cause, .. } => {
-                    explain(cause.into(), reference, what, &Used::Anonymous, opts)
-                }
+                // Classified as the registry's own failures are, naming
+                // the endpoint.
+                ExchangeError::Http {
+                    realm,
+                    source: cause,
+                } => match explain(cause.into(), reference, what, &Used::Anonymous, opts) {
+                    RegistryError::Unreachable { registry, reason } => RegistryError::Unreachable {
+                        registry,
+                        reason: format!("its token endpoint {realm}: {reason}"),
+                    },
+                    RegistryError::Tls {
+                        registry,
+                        problem,
+                        hint,
+                    } => RegistryError::Tls {
+                        registry,
+                        problem: format!("its token endpoint {realm}: {problem}"),
+                        hint,
+                    },
+                    other => other,
+                },
                 other => credentials_error(other.to_string()),
             })?;
             Ok((RegistryAuth::Bearer(access), Used::IdentityToken { source }))
