@@ -959,7 +959,7 @@ fn choose(
     notes: &mut Vec<String>,
 ) -> Result<impl Fn(Kind) -> bool, MeshError> {
     let reference = inputs.reference.whole();
-    let asked = |kind| inputs.kinds.as_ref().map_or(true, |k| k.contains(&kind));
+    let asked = |kind| inputs.kinds.as_ref().is_none_or(|k| k.contains(&kind));
     let explicit = inputs.kinds.is_some();
     let sme = format == Format::Compat;
     let envoy_filter = inputs.module_url.is_some() || format == Format::Artifact;
@@ -996,7 +996,7 @@ fn choose(
             Kind::EnvoyFilter => envoy_filter,
             Kind::WasmPlugin | Kind::EnvoyExtensionPolicy => true,
         };
-        possible && kinds.as_ref().map_or(true, |k| k.contains(&kind))
+        possible && kinds.as_ref().is_none_or(|k| k.contains(&kind))
     })
 }
 
