@@ -77,11 +77,6 @@ impl Kind {
             Kind::EnvoyExtensionPolicy => "envoyextensionpolicy",
         }
     }
-
-    /// The file `--output-dir` writes it to.
-    pub fn file_name(self) -> &'static str {
-        FILE_NAMES[self as usize]
-    }
 }
 
 impl FromStr for Kind {
