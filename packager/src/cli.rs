@@ -231,6 +231,7 @@ Examples:
             long = "kind",
             value_name = "KIND",
             value_delimiter = ',',
+            ignore_case = true,
             value_parser = clap::builder::PossibleValuesParser::new(mesh::Kind::ALL.map(mesh::Kind::name))
         )]
         kinds: Vec<String>,
