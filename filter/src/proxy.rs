@@ -339,14 +339,21 @@ pub extern "C" fn header_filter_on_tick(root_context_id: u32) {
 /// the VM to allocate it. So once the plan has read the whole header map of
 /// `phase` (route and response matchers do), reads of that side are
 /// answered from it, except for names the plan has written since (kept as
-/// hashes; a collision only costs a host read).
+/// hashes, in place: a collision, or more than [`WRITTEN`] names, only
+/// costs host reads).
 struct Abi<'a> {
     phase: Side,
     plan: &'a Plan,
     kept: &'a [Option<Vec<u8>>],
     map: OnceCell<Vec<u8>>,
-    written: Vec<u64>,
+    /// Hashes of the names written on `phase` since `map` was read; past
+    /// [`WRITTEN`] names, every name counts as written.
+    written: [u64; WRITTEN],
+    writes: usize,
 }
+
+/// Names written per callback that the cache tells apart.
+const WRITTEN: usize = 8;
 
 impl<'a> Abi<'a> {
     fn new(phase: Side, plan: &'a Plan, kept: &'a [Option<Vec<u8>>]) -> Abi<'a> {
@@ -355,19 +362,27 @@ impl<'a> Abi<'a> {
             plan,
             kept,
             map: OnceCell::new(),
-            written: Vec::new(),
+            written: [0; WRITTEN],
+            writes: 0,
         }
     }
 
     /// The map of `side` as read, while it still says what the host has.
     fn cached(&self, side: Side, name: &str) -> Option<HeaderPairs<'_>> {
         let map = self.map.get().filter(|_| side == self.phase)?;
-        (!self.written.contains(&name_hash(name))).then(|| HeaderPairs::new(map))
+        let written = match self.written.get(..self.writes) {
+            Some(written) => written.contains(&name_hash(name)),
+            None => true,
+        };
+        (!written).then(|| HeaderPairs::new(map))
     }
 
     fn wrote(&mut self, side: Side, name: &str) {
         if side == self.phase && self.map.get().is_some() {
-            self.written.push(name_hash(name));
+            if let Some(slot) = self.written.get_mut(self.writes) {
+                *slot = name_hash(name);
+            }
+            self.writes += 1;
         }
     }
 }
@@ -484,7 +499,7 @@ impl Host for Abi<'_> {
         // The map of this callback's side, before any write, is kept and
         // lent: later reads of it (see `cached`) need no host call, and
         // nothing is copied.
-        if side == self.phase && self.written.is_empty() {
+        if side == self.phase && self.writes == 0 {
             Cow::Borrowed(self.map.get_or_init(read))
         } else {
             Cow::Owned(read())
