@@ -106,6 +106,16 @@ unsafe fn c_block(ptr: *mut u8) -> (*mut u8, Layout, usize) {
     (ptr.sub(offset), layout, size)
 }
 
+/// `proxy_on_memory_allocate` of the built module (the build exports it
+/// under that name in place of the SDK's): a buffer the host is about to
+/// hand the module, which frees it as a Rust allocation. Straight to
+/// [`malloc`], without the SDK's `Vec` round trip.
+#[no_mangle]
+pub extern "C" fn header_filter_on_memory_allocate(size: usize) -> *mut u8 {
+    // SAFETY: any size; null on failure, which the host reports.
+    unsafe { malloc(size) }
+}
+
 /// # Safety
 /// C `malloc`.
 #[no_mangle]

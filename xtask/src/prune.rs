@@ -14,8 +14,9 @@
 //! - exports the filter's own root entry points (`_initialize`, VM start,
 //!   configure, tick) in place of the SDK's, so none of the SDK's dispatch
 //!   (its context maps, and every default method of its context traits,
-//!   reachable through their vtables) stays in the module; keeps the SDK's
-//!   `proxy_on_memory_allocate`;
+//!   reachable through their vtables) stays in the module, and its own
+//!   allocation entry point (the host's buffers straight from `malloc`) in
+//!   place of the SDK's `proxy_on_memory_allocate`;
 //! - drops every other `proxy_on_*` export, and the C allocator exports the
 //!   filter defines only to keep wasi-libc's dlmalloc out (Envoy would
 //!   otherwise prefer `malloc` to `proxy_on_memory_allocate`);
@@ -27,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use std::path::Path;
 
 /// The SDK's `proxy_on_*` exports that stay as they are.
-const KEPT_FROM_SDK: &[&str] = &["proxy_on_memory_allocate"];
+const KEPT_FROM_SDK: &[&str] = &[];
 
 /// The filter's entry points and the export each one becomes (the SDK's
 /// export of that name is dropped).
@@ -44,6 +45,10 @@ const RENAMED: &[(&str, &str)] = &[
     (
         "header_filter_on_response_headers",
         "proxy_on_response_headers",
+    ),
+    (
+        "header_filter_on_memory_allocate",
+        "proxy_on_memory_allocate",
     ),
 ];
 
