@@ -130,26 +130,13 @@ impl<'a> HeaderPairs<'a> {
     }
 
     /// The entries in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
-        let bytes = self.bytes;
-        let count = read_u32(bytes, 0).unwrap_or(0) as usize;
-        let mut data = 4usize.saturating_add(count.saturating_mul(8));
-        (0..count).map_while(move |i| {
-            let name_len = read_u32(bytes, 4 + i * 8)? as usize;
-            let value_len = read_u32(bytes, 8 + i * 8)? as usize;
-            let name = bytes.get(data..data.checked_add(name_len)?)?;
-            let value_start = data + name_len + 1;
-            let value = bytes.get(value_start..value_start.checked_add(value_len)?)?;
-            data = value_start + value_len + 1;
-            Some((name, value))
-        })
+    pub fn iter(&self) -> Entries<'a> {
+        Entries::new(self.bytes)
     }
 
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&'a [u8]> {
-        self.iter()
-            .find(|(n, _)| *n == name.as_bytes())
-            .map(|(_, v)| v)
+        Entries::new(self.bytes).next_named(name.as_bytes())
     }
 
     /// Every value of `name`, in order.
@@ -157,9 +144,71 @@ impl<'a> HeaderPairs<'a> {
     where
         'a: 'n,
     {
-        self.iter()
-            .filter(move |(n, _)| *n == name.as_bytes())
-            .map(|(_, v)| v)
+        let mut entries = Entries::new(self.bytes);
+        std::iter::from_fn(move || entries.next_named(name.as_bytes()))
+    }
+}
+
+/// The entries of a [`HeaderPairs`], in order, up to the first that does
+/// not fit in the buffer.
+#[derive(Debug, Clone)]
+pub struct Entries<'a> {
+    bytes: &'a [u8],
+    index: usize,
+    count: usize,
+    /// Where the next entry's name starts.
+    data: usize,
+}
+
+impl<'a> Entries<'a> {
+    fn new(bytes: &'a [u8]) -> Entries<'a> {
+        let count = read_u32(bytes, 0).unwrap_or(0) as usize;
+        Entries {
+            bytes,
+            index: 0,
+            count,
+            data: 4usize.saturating_add(count.saturating_mul(8)),
+        }
+    }
+
+    /// The next entry's name start and lengths, moving past it.
+    fn advance(&mut self) -> Option<(usize, usize, usize)> {
+        if self.index >= self.count {
+            return None;
+        }
+        let at = 4 + self.index * 8;
+        let name_len = read_u32(self.bytes, at)? as usize;
+        let value_len = read_u32(self.bytes, at + 4)? as usize;
+        let start = self.data;
+        self.data = start.checked_add(name_len)?.checked_add(value_len)?.checked_add(2)?;
+        self.index += 1;
+        Some((start, name_len, value_len))
+    }
+
+    /// The value of the next entry named `name`. Lengths are compared
+    /// first: most names are not even the length looked for. (An entry that
+    /// does not fit ends the map for every later one too: offsets only
+    /// grow.)
+    fn next_named(&mut self, name: &[u8]) -> Option<&'a [u8]> {
+        loop {
+            let (start, name_len, value_len) = self.advance()?;
+            if name_len == name.len() && self.bytes.get(start..start + name_len)? == name {
+                let value = start + name_len + 1;
+                return self.bytes.get(value..value.checked_add(value_len)?);
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (start, name_len, value_len) = self.advance()?;
+        let name = self.bytes.get(start..start.checked_add(name_len)?)?;
+        let value = start + name_len + 1;
+        let value = self.bytes.get(value..value.checked_add(value_len)?)?;
+        Some((name, value))
     }
 }
 
