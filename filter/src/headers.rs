@@ -180,7 +180,10 @@ impl<'a> Entries<'a> {
         let name_len = read_u32(self.bytes, at)? as usize;
         let value_len = read_u32(self.bytes, at + 4)? as usize;
         let start = self.data;
-        self.data = start.checked_add(name_len)?.checked_add(value_len)?.checked_add(2)?;
+        self.data = start
+            .checked_add(name_len)?
+            .checked_add(value_len)?
+            .checked_add(2)?;
         self.index += 1;
         Some((start, name_len, value_len))
     }

@@ -31,6 +31,10 @@ pub struct Pattern {
     /// without them is refused before the regex engine runs, which is most
     /// of a route table's regex checks (regex-lite has no prefilter).
     prefix: Box<[u8]>,
+    /// The same pattern as a [`Simple`] one, when it is: matched without
+    /// regex-lite's Pike VM (most route regexes are a literal path and a
+    /// character class or two).
+    simple: Option<Simple>,
 }
 
 impl Pattern {
@@ -45,6 +49,7 @@ impl Pattern {
                 source: source.to_string(),
                 regex,
                 prefix: literal_prefix(source).into(),
+                simple: Simple::parse(source),
             }),
             Err(error) => Err(format!(
                 "regex {} is not supported: {}",
@@ -81,6 +86,9 @@ impl Pattern {
         if !input.starts_with(&self.prefix) {
             return false;
         }
+        if let Some(simple) = &self.simple {
+            return simple.is_match(input);
+        }
         match std::str::from_utf8(input) {
             Ok(text) if text.is_ascii() => self.regex.is_match(text),
             _ => self.regex.is_match(&latin1(input)),
@@ -90,6 +98,261 @@ impl Pattern {
     pub fn as_str(&self) -> &str {
         &self.source
     }
+}
+
+/// A regex that is a sequence of single characters (literals, `.`, classes,
+/// `\d`-style escapes), each with a repetition, where every repeated item's
+/// characters differ from those that may come right after it. A full match
+/// of such a pattern, if there is one, takes at each item the longest run
+/// its characters allow: one pass left to right decides it, with RE2's
+/// answer (the input read as Latin-1, one character per byte, as
+/// [`Pattern`] reads it). Anything else (groups, alternation, anchors
+/// inside, flags, non-ASCII, overlapping neighbours) is left to regex-lite.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Simple {
+    items: Box<[Item]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Item {
+    /// The bytes this item matches, one bit each.
+    set: [u64; 4],
+    min: u32,
+    /// `u32::MAX`: unbounded.
+    max: u32,
+}
+
+/// A set of bytes, one bit each.
+type ByteSet = [u64; 4];
+
+/// The bytes `first..=last`.
+fn range(first: u8, last: u8) -> ByteSet {
+    let mut set = [0; 4];
+    let mut byte = first;
+    loop {
+        set[usize::from(byte >> 6)] |= 1 << (byte & 63);
+        if byte >= last {
+            return set;
+        }
+        byte += 1;
+    }
+}
+
+fn contains_byte(set: &ByteSet, byte: u8) -> bool {
+    set[usize::from(byte >> 6)] & (1 << (byte & 63)) != 0
+}
+
+fn complement(set: ByteSet) -> ByteSet {
+    set.map(|word| !word)
+}
+
+fn union(a: ByteSet, b: ByteSet) -> ByteSet {
+    [a[0] | b[0], a[1] | b[1], a[2] | b[2], a[3] | b[3]]
+}
+
+fn disjoint(a: &ByteSet, b: &ByteSet) -> bool {
+    a.iter().zip(b).all(|(x, y)| x & y == 0)
+}
+
+/// RE2's Perl classes (ASCII only), by their letter.
+fn perl_class(letter: u8) -> Option<ByteSet> {
+    const DIGITS: ByteSet = [0x03ff_0000_0000_0000, 0, 0, 0];
+    // Digits, `A`-`Z`, `_`, `a`-`z`.
+    const WORD: ByteSet = [0x03ff_0000_0000_0000, 0x07ff_fffe_87ff_fffe, 0, 0];
+    // \t \n \f \r and space.
+    const SPACE: ByteSet = [0x1_0000_3600, 0, 0, 0];
+    let (set, negated) = match letter {
+        b'd' => (DIGITS, false),
+        b'D' => (DIGITS, true),
+        b'w' => (WORD, false),
+        b'W' => (WORD, true),
+        b's' => (SPACE, false),
+        b'S' => (SPACE, true),
+        _ => return None,
+    };
+    Some(if negated { complement(set) } else { set })
+}
+
+/// Punctuation RE2 takes escaped as itself (not `<` and `>`: regex-lite,
+/// which decides everything else here, reads `\<` and `\>` as word
+/// boundaries).
+const ESCAPABLE: &[u8] = b"\\.+*?()[]{}^$|-/#&~!%,:;=@_`'\" ";
+
+impl Simple {
+    fn parse(source: &str) -> Option<Simple> {
+        let mut bytes = source.as_bytes();
+        if !bytes.is_ascii() {
+            return None;
+        }
+        // Anchors at the ends change nothing in a full match.
+        bytes = bytes.strip_prefix(b"^").unwrap_or(bytes);
+        if bytes.ends_with(b"$") && !bytes.ends_with(b"\\$") {
+            bytes = &bytes[..bytes.len() - 1];
+        }
+        let mut items: Vec<Item> = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let set = match bytes[at] {
+                b'\\' => {
+                    let escaped = *bytes.get(at + 1)?;
+                    at += 2;
+                    match perl_class(escaped) {
+                        Some(set) => set,
+                        None if ESCAPABLE.contains(&escaped) => range(escaped, escaped),
+                        None => return None,
+                    }
+                }
+                b'.' => {
+                    at += 1;
+                    complement(range(b'\n', b'\n'))
+                }
+                b'[' => {
+                    let (set, end) = parse_class(bytes, at + 1)?;
+                    at = end;
+                    set
+                }
+                b'*' | b'+' | b'?' | b'{' | b'(' | b')' | b'|' | b'^' | b'$' | b']' | b'}' => {
+                    return None
+                }
+                byte if byte.is_ascii_graphic() || byte == b' ' => {
+                    at += 1;
+                    range(byte, byte)
+                }
+                _ => return None,
+            };
+            let (min, max, end) = parse_repetition(bytes, at)?;
+            at = end;
+            if max > 0 {
+                items.push(Item { set, min, max });
+            }
+        }
+        // Every repeated item must end where the next character cannot be
+        // one of its own.
+        for (index, item) in items.iter().enumerate() {
+            if item.min == item.max {
+                continue;
+            }
+            let mut follow = [0; 4];
+            for next in &items[index + 1..] {
+                follow = union(follow, next.set);
+                if next.min > 0 {
+                    break;
+                }
+            }
+            if !disjoint(&item.set, &follow) {
+                return None;
+            }
+        }
+        Some(Simple {
+            items: items.into(),
+        })
+    }
+
+    fn is_match(&self, input: &[u8]) -> bool {
+        let mut at = 0;
+        for item in self.items.iter() {
+            let mut taken = 0u32;
+            while taken < item.max
+                && input
+                    .get(at)
+                    .is_some_and(|&byte| contains_byte(&item.set, byte))
+            {
+                at += 1;
+                taken += 1;
+            }
+            if taken < item.min {
+                return false;
+            }
+        }
+        at == input.len()
+    }
+}
+
+/// A class `[...]` whose body starts at `at`: its bytes and the index past
+/// its `]`. Ranges, negation and Perl escapes; `None` for what RE2 reads
+/// differently or this does not know (`[:alpha:]`, a `]` first...).
+fn parse_class(bytes: &[u8], mut at: usize) -> Option<(ByteSet, usize)> {
+    let negated = bytes.get(at) == Some(&b'^');
+    if negated {
+        at += 1;
+    }
+    if bytes.get(at) == Some(&b']') {
+        return None;
+    }
+    let mut set = [0; 4];
+    loop {
+        let byte = *bytes.get(at)?;
+        let single = match byte {
+            b']' => break,
+            b'[' => return None,
+            b'\\' => {
+                let escaped = *bytes.get(at + 1)?;
+                at += 2;
+                if let Some(class) = perl_class(escaped) {
+                    set = union(set, class);
+                    continue;
+                }
+                if !ESCAPABLE.contains(&escaped) {
+                    return None;
+                }
+                escaped
+            }
+            byte if byte.is_ascii_graphic() || byte == b' ' => {
+                at += 1;
+                byte
+            }
+            _ => return None,
+        };
+        if bytes.get(at) == Some(&b'-') && bytes.get(at + 1).is_some_and(|&b| b != b']') {
+            let last = *bytes.get(at + 1)?;
+            if last == b'\\' || last == b'[' || last < single {
+                return None;
+            }
+            at += 2;
+            set = union(set, range(single, last));
+        } else {
+            set = union(set, range(single, single));
+        }
+    }
+    Some((if negated { complement(set) } else { set }, at + 1))
+}
+
+/// The repetition after an item at `at` (`*`, `+`, `?`, `{n}`, `{n,}`,
+/// `{n,m}`, each maybe lazy, which a full match does not care about): its
+/// bounds and the index past it.
+fn parse_repetition(bytes: &[u8], at: usize) -> Option<(u32, u32, usize)> {
+    let (min, max, mut end) = match bytes.get(at) {
+        Some(b'*') => (0, u32::MAX, at + 1),
+        Some(b'+') => (1, u32::MAX, at + 1),
+        Some(b'?') => (0, 1, at + 1),
+        Some(b'{') => {
+            let close = at + bytes[at..].iter().position(|&b| b == b'}')?;
+            let body = std::str::from_utf8(&bytes[at + 1..close]).ok()?;
+            let number = |text: &str| -> Option<u32> {
+                (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| text.parse().ok())
+                    .flatten()
+                    .filter(|n| *n <= 1000)
+            };
+            let (min, max) = match body.split_once(',') {
+                None => (number(body)?, number(body)?),
+                Some((min, "")) => (number(min)?, u32::MAX),
+                Some((min, max)) => (number(min)?, number(max)?),
+            };
+            if max < min {
+                return None;
+            }
+            (min, max, close + 1)
+        }
+        _ => return Some((1, 1, at)),
+    };
+    if bytes.get(end) == Some(&b'?') {
+        end += 1;
+    }
+    if matches!(bytes.get(end), Some(b'*' | b'+' | b'?' | b'{')) {
+        return None;
+    }
+    Some((min, max, end))
 }
 
 /// The literal bytes a full match of `source` must start with: the
@@ -977,6 +1240,122 @@ mod tests {
             "a literal é is its two bytes"
         );
         assert!(matcher("a.+").matches(b"a\xff\x80"), "not UTF-8 at all");
+    }
+
+    /// The simple-pattern path against regex-lite (what decided every
+    /// regex before it), on random patterns of its grammar and random
+    /// inputs, ASCII and not.
+    #[test]
+    fn simple_patterns_match_as_regex_lite_does() {
+        let atoms = [
+            "a",
+            "b",
+            "x",
+            "0",
+            "9",
+            "/",
+            "-",
+            " ",
+            r"\.",
+            r"\/",
+            r"\d",
+            r"\w",
+            r"\s",
+            r"\D",
+            r"\W",
+            ".",
+            "[a-c]",
+            "[^a]",
+            "[0-9]",
+            "[a-z0-9_]",
+            "[-x]",
+            r"[\d.]",
+            "[^/]",
+            "[a-]",
+            r"[\-a]",
+            "[^0-9a]",
+        ];
+        let repetitions = [
+            "", "", "", "*", "+", "?", "{2}", "{1,3}", "{2,}", "{0}", "*?", "+?", "??",
+        ];
+        let alphabet = b"ab x09/-._\n\xe9A";
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let (mut simple, mut compared) = (0, 0);
+        for _ in 0..3000 {
+            let mut source = String::new();
+            if next(4) == 0 {
+                source.push('^');
+            }
+            for _ in 0..1 + next(5) {
+                source.push_str(atoms[next(atoms.len())]);
+                source.push_str(repetitions[next(repetitions.len())]);
+            }
+            if next(4) == 0 {
+                source.push('$');
+            }
+            let Ok(pattern) = Pattern::new(&source) else {
+                continue;
+            };
+            let Some(fast) = &pattern.simple else {
+                continue;
+            };
+            simple += 1;
+            for _ in 0..30 {
+                let input: Vec<u8> = (0..next(9))
+                    .map(|_| alphabet[next(alphabet.len())])
+                    .collect();
+                let expected = match std::str::from_utf8(&input) {
+                    Ok(text) if text.is_ascii() => pattern.regex.is_match(text),
+                    _ => pattern.regex.is_match(&latin1(&input)),
+                };
+                assert_eq!(
+                    fast.is_match(&input),
+                    expected,
+                    "{source} on {:?}",
+                    String::from_utf8_lossy(&input)
+                );
+                compared += 1;
+            }
+        }
+        assert!(
+            simple > 500 && compared > 15_000,
+            "{simple} simple patterns"
+        );
+    }
+
+    #[test]
+    fn simple_patterns_are_only_those_one_pass_decides() {
+        for source in [
+            r"/api/v1/items/[0-9]+",
+            r"\d{3}-\d{4}",
+            "a*b",
+            ".*",
+            "[^/]+/x?",
+        ] {
+            assert!(Simple::parse(source).is_some(), "{source}");
+        }
+        for source in [
+            "[0-9]+5",
+            "a*a",
+            ".*x",
+            "(ab)+",
+            "a|b",
+            "a^b",
+            "(?i)a",
+            r"\bx",
+            "é",
+            "[[:alpha:]]",
+            "a{,3}",
+            r"\<a",
+        ] {
+            assert!(Simple::parse(source).is_none(), "{source}");
+        }
     }
 
     #[test]
