@@ -246,6 +246,14 @@ impl Format {
         self.header_names(side).next().is_some()
     }
 
+    /// The attribute paths the value reads, one per command.
+    pub fn attribute_paths(&self) -> impl Iterator<Item = &[u8]> {
+        self.segments.iter().filter_map(|segment| match segment {
+            Segment::Command(Command::Attribute { path, .. }) => Some(&path[..]),
+            _ => None,
+        })
+    }
+
     /// The headers of `side` the value reads, alternatives included.
     pub fn header_names(&self, side: Side) -> impl Iterator<Item = &str> {
         self.segments

@@ -48,6 +48,10 @@ pub trait Host: Reader {
     /// per side, and only by plans whose matchers need it; a host that keeps
     /// the map for later reads lends it rather than copying it.
     fn header_map(&self, side: Side) -> Cow<'_, [u8]>;
+    /// The plan chose `route` for this request (before any rule runs); a
+    /// host may use it to know which reads repeat
+    /// (`Plan::repeated_properties`).
+    fn route_chosen(&mut self, _route: Option<u16>) {}
 }
 
 /// What one application did, for the filter's counters.

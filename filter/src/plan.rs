@@ -40,6 +40,14 @@ pub struct Plan {
     routes_read_headers: bool,
     /// Some route matches on `route_name`.
     routes_read_route_name: bool,
+    /// Response rules' conditions, or response-side decisions, read response
+    /// headers other than `:status`: the response side reads the whole map
+    /// once (else `:status` alone).
+    response_map: bool,
+    /// Attribute paths the top level's reads of a side (request, response)
+    /// ask for more than once, when no route matched: a host can keep their
+    /// values for the callback (each route has its own).
+    repeated_properties: [Vec<Box<[u8]>>; 2],
     /// Envoy's `header_mutation` config: when set, it is the whole plan.
     mutations: Option<Mutations>,
 }
@@ -56,6 +64,8 @@ struct RoutePlan {
     matcher: RouteMatch,
     level: Level,
     rules: Vec<Conditional>,
+    /// As [`Plan::repeated_properties`], for requests that take the route.
+    repeated_properties: [Vec<Box<[u8]>>; 2],
 }
 
 /// A response rule: a response-side level and its condition.
@@ -130,48 +140,81 @@ impl Plan {
     }
 
     pub fn compile(config: &Config) -> Plan {
+        // Every list of rules of each side, top level first (loops rather
+        // than iterator chains: this runs once, and chains cost module size).
+        let mut top_response: Vec<&Rules> = vec![&config.response];
+        for rule in &config.response_rules {
+            top_response.push(&rule.response);
+        }
+        let mut response_rules = top_response.clone();
+        for route in &config.routes {
+            response_rules.push(&route.response);
+            for rule in &route.response_rules {
+                response_rules.push(&rule.response);
+            }
+        }
         let mut request_headers_for_response: Vec<String> = Vec::new();
-        let names_read = std::iter::once(&config.response)
-            .chain(config.response_rules.iter().map(|r| &r.response))
-            .chain(config.routes.iter().flat_map(|route| {
-                std::iter::once(&route.response)
-                    .chain(route.response_rules.iter().map(|r| &r.response))
-            }))
-            .flat_map(|rules| &rules.add)
-            .flat_map(|rule| rule.value.header_names(Side::Request))
-            .chain(
-                config
-                    .mutations
-                    .iter()
-                    .flat_map(Mutations::request_headers_for_response),
-            );
-        for name in names_read {
+        let mut keep = |name: &str| {
             if !request_headers_for_response.iter().any(|n| n == name) {
                 request_headers_for_response.push(name.to_string());
             }
+        };
+        for rules in &response_rules {
+            for rule in &rules.add {
+                rule.value.header_names(Side::Request).for_each(&mut keep);
+            }
+        }
+        if let Some(mutations) = &config.mutations {
+            mutations.request_headers_for_response().for_each(&mut keep);
         }
         let routes: Vec<RoutePlan> = config
             .routes
             .iter()
-            .map(|route| RoutePlan {
-                matcher: route.matcher.clone(),
-                level: Level::compile(&route.request, &route.response),
-                rules: route
-                    .response_rules
-                    .iter()
-                    .map(Conditional::compile)
-                    .collect(),
+            .map(|route| {
+                let mut response = top_response.clone();
+                response.push(&route.response);
+                for rule in &route.response_rules {
+                    response.push(&rule.response);
+                }
+                RoutePlan {
+                    matcher: route.matcher.clone(),
+                    level: Level::compile(&route.request, &route.response),
+                    rules: route
+                        .response_rules
+                        .iter()
+                        .map(Conditional::compile)
+                        .collect(),
+                    repeated_properties: [
+                        repeated(&[&route.request, &config.request]),
+                        repeated(&response),
+                    ],
+                }
             })
             .collect();
+        let top = Level::compile(&config.request, &config.response);
+        let top_rules: Vec<Conditional> = config
+            .response_rules
+            .iter()
+            .map(Conditional::compile)
+            .collect();
+        let mut response_map = top.response.staged;
+        let mut routes_read_headers = false;
+        let mut routes_read_route_name = false;
+        for route in &routes {
+            response_map |= route.level.response.staged;
+            routes_read_headers |= route.matcher.reads_headers();
+            routes_read_route_name |= route.matcher.route_name.is_some();
+        }
+        for rule in top_rules.iter().chain(routes.iter().flat_map(|r| &r.rules)) {
+            response_map |= rule.response.staged || !rule.condition.headers.is_empty();
+        }
         Plan {
-            top: Level::compile(&config.request, &config.response),
-            top_rules: config
-                .response_rules
-                .iter()
-                .map(Conditional::compile)
-                .collect(),
-            routes_read_headers: routes.iter().any(|r| r.matcher.reads_headers()),
-            routes_read_route_name: routes.iter().any(|r| r.matcher.route_name.is_some()),
+            top,
+            top_rules,
+            routes_read_headers,
+            routes_read_route_name,
+            response_map,
+            repeated_properties: [repeated(&[&config.request]), repeated(&top_response)],
             routes,
             most_specific_wins: config.most_specific_header_mutations_wins,
             request_headers_for_response,
@@ -185,6 +228,19 @@ impl Plan {
     /// the request rules ran, and answers `formatter_header` from them.
     pub fn request_headers_for_response(&self) -> &[String] {
         &self.request_headers_for_response
+    }
+
+    /// Attribute paths that more than one formatter of `side` reads for a
+    /// request that took `route`: a host whose reads cost (Envoy) keeps
+    /// their values for the rest of the callback, and reads every other
+    /// path once. (Told the route by [`Host::route_chosen`] on the request
+    /// side.)
+    pub fn repeated_properties(&self, side: Side, route: Option<u16>) -> &[Box<[u8]>] {
+        let lists = match route.and_then(|r| self.routes.get(usize::from(r))) {
+            Some(route) => &route.repeated_properties,
+            None => &self.repeated_properties,
+        };
+        &lists[side as usize]
     }
 
     /// Whether the plan does anything on `side` (the glue can skip a side).
@@ -223,6 +279,7 @@ impl Plan {
             return (None, mutations.request(host));
         }
         let route = self.select_route(host);
+        host.route_chosen(route);
         let route_level = route.map(|r| &self.routes[usize::from(r)].level.request);
         let mut outcome = Outcome::default();
         for level in self.ordered(route_level, &self.top.request) {
@@ -247,9 +304,16 @@ impl Plan {
         let route_rules: &[Conditional] = route.map_or(&[], |r| &r.rules);
         scratch.holds.clear();
         if !self.top_rules.is_empty() || !route_rules.is_empty() {
-            let map = host.header_map(Side::Response);
+            // The whole map only when something reads more than `:status`.
+            let (map, status) = if self.response_map {
+                let map = host.header_map(Side::Response);
+                let status = parse_status(HeaderPairs::new(&map).get(":status"));
+                (map, status)
+            } else {
+                let status = host.header(Side::Response, ":status");
+                (Cow::Borrowed(&[][..]), parse_status(status.as_deref()))
+            };
             let headers = HeaderPairs::new(&map);
-            let status = parse_status(headers.get(":status"));
             for rule in self.top_rules.iter().chain(route_rules) {
                 let holds = rule.condition.holds(status, &headers);
                 scratch.holds.push(holds);
@@ -344,6 +408,22 @@ impl Plan {
         };
         first.into_iter().chain(second)
     }
+}
+
+/// The attribute paths the values of `rules` read more than once.
+fn repeated(rules: &[&Rules]) -> Vec<Box<[u8]>> {
+    let mut seen: Vec<&[u8]> = Vec::new();
+    let mut repeated: Vec<Box<[u8]>> = Vec::new();
+    for rule in rules.iter().flat_map(|rules| &rules.add) {
+        for path in rule.value.attribute_paths() {
+            if !seen.contains(&path) {
+                seen.push(path);
+            } else if !repeated.iter().any(|r| **r == *path) {
+                repeated.push(path.into());
+            }
+        }
+    }
+    repeated
 }
 
 impl Level {
@@ -696,6 +776,55 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plan.request_headers_for_response(), ["x-a", "x-b", ":path"]);
+    }
+
+    #[test]
+    fn plan_lists_the_attributes_a_route_and_the_top_read_more_than_once() {
+        let plan = Plan::from_json(
+            br#"{"request_headers_to_add":[
+                {"header":{"key":"a","value":"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}},
+                {"header":{"key":"b","value":"t=%START_TIME(%s)%"}}],
+              "response_headers_to_add":[{"header":{"key":"c","value":"%DOWNSTREAM_REMOTE_ADDRESS%"}}],
+              "routes":[{"match":{"prefix":"/"},"request_headers_to_add":[
+                {"header":{"key":"d","value":"%DOWNSTREAM_REMOTE_ADDRESS%"}}]}]}"#,
+        )
+        .unwrap();
+        let paths: Vec<&[u8]> = plan
+            .repeated_properties(Side::Request, Some(0))
+            .iter()
+            .map(|p| &p[..])
+            .collect();
+        assert_eq!(paths, [attribute::SOURCE_ADDRESS]);
+        // Without the route, the top level reads it once.
+        assert!(plan.repeated_properties(Side::Request, None).is_empty());
+        assert!(plan.repeated_properties(Side::Response, Some(0)).is_empty());
+    }
+
+    #[test]
+    fn response_rules_read_the_whole_map_only_for_more_than_the_status() {
+        let status_only = Plan::from_json(
+            br#"{"response_rules":[{"status":["5xx"],"response_headers_to_add":[{"header":{"key":"x","value":"1"}}]}]}"#,
+        )
+        .unwrap();
+        assert!(!status_only.response_map);
+        let with_headers = Plan::from_json(
+            br#"{"response_rules":[{"headers":[{"name":"x-cache","present_match":true}],"response_headers_to_add":[{"header":{"key":"x","value":"1"}}]}]}"#,
+        )
+        .unwrap();
+        assert!(with_headers.response_map);
+        let deciding = Plan::from_json(
+            br#"{"response_headers_to_add":[{"header":{"key":"x","value":"1"},"append_action":"ADD_IF_ABSENT"}],
+                 "response_rules":[{"status":["5xx"],"response_headers_to_add":[{"header":{"key":"y","value":"1"}}]}]}"#,
+        )
+        .unwrap();
+        assert!(deciding.response_map);
+        // Either way the rule sees the status.
+        for plan in [&status_only, &with_headers] {
+            let mut s = stream(&[(":path", "/")]);
+            s.respond(&[(":status", "503"), ("x-cache", "HIT")]);
+            s.run(plan, true);
+            assert_eq!(s.values(Side::Response, "x"), ["1"]);
+        }
     }
 
     #[test]

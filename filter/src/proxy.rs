@@ -237,7 +237,7 @@ fn request(shared: &mut Shared, root: usize) -> Option<(Option<u16>, Kept)> {
         ..
     } = shared;
     let plan = roots.plan(root);
-    let mut abi = Abi::new(Side::Request, plan, &[]);
+    let mut abi = Abi::new(Side::Request, plan, &[], None);
     let mut route = None;
     if plan.touches(Side::Request) {
         let (taken, outcome) = plan.request(&mut abi, scratch);
@@ -265,7 +265,7 @@ fn response(shared: &mut Shared, root: usize, route: Option<u16>, kept: &[Option
     if !plan.touches(Side::Response) {
         return;
     }
-    let mut abi = Abi::new(Side::Response, plan, kept);
+    let mut abi = Abi::new(Side::Response, plan, kept, route);
     pending.add(plan.response(route, &mut abi, scratch));
 }
 
@@ -350,13 +350,23 @@ struct Abi<'a> {
     /// [`WRITTEN`] names, every name counts as written.
     written: [u64; WRITTEN],
     writes: usize,
+    /// Values of the plan's repeated attribute paths read so far in this
+    /// callback, by index in `Plan::repeated_properties`.
+    properties: RefCell<Vec<(usize, Option<Vec<u8>>)>>,
+    /// The route the request takes, once known.
+    route: Option<u16>,
 }
 
 /// Names written per callback that the cache tells apart.
 const WRITTEN: usize = 8;
 
 impl<'a> Abi<'a> {
-    fn new(phase: Side, plan: &'a Plan, kept: &'a [Option<Vec<u8>>]) -> Abi<'a> {
+    fn new(
+        phase: Side,
+        plan: &'a Plan,
+        kept: &'a [Option<Vec<u8>>],
+        route: Option<u16>,
+    ) -> Abi<'a> {
         Abi {
             phase,
             plan,
@@ -364,6 +374,8 @@ impl<'a> Abi<'a> {
             map: OnceCell::new(),
             written: [0; WRITTEN],
             writes: 0,
+            properties: RefCell::new(Vec::new()),
+            route,
         }
     }
 
@@ -428,7 +440,17 @@ impl Reader for Abi<'_> {
     }
 
     fn property(&self, path: &[u8]) -> Option<Vec<u8>> {
-        read_property(path)
+        // A path the plan reads more than once this callback is read once.
+        let repeated = self.plan.repeated_properties(self.phase, self.route);
+        let Some(index) = repeated.iter().position(|p| **p == *path) else {
+            return read_property(path);
+        };
+        if let Some((_, value)) = self.properties.borrow().iter().find(|(i, _)| *i == index) {
+            return value.clone();
+        }
+        let value = read_property(path);
+        self.properties.borrow_mut().push((index, value.clone()));
+        value
     }
 
     fn formatter_header(&self, of: Side, name: &str) -> Option<Vec<u8>> {
@@ -486,6 +508,10 @@ impl Host for Abi<'_> {
         unsafe {
             abi::proxy_remove_header_map_value(map(side), name.as_ptr(), name.len());
         }
+    }
+
+    fn route_chosen(&mut self, route: Option<u16>) {
+        self.route = route;
     }
 
     fn header_map(&self, side: Side) -> Cow<'_, [u8]> {
