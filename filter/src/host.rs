@@ -66,6 +66,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    #[inline]
     pub fn add(&mut self, other: Outcome) {
         self.written += other.written;
         self.removed += other.removed;

@@ -50,6 +50,8 @@ pub struct Plan {
     repeated_properties: [Vec<Box<[u8]>>; 2],
     /// Envoy's `header_mutation` config: when set, it is the whole plan.
     mutations: Option<Mutations>,
+    /// [`Plan::touches`] of each side, decided once.
+    touches: [bool; 2],
 }
 
 /// One level: Envoy's pair of request and response `HeaderParser`s.
@@ -208,7 +210,7 @@ impl Plan {
         for rule in top_rules.iter().chain(routes.iter().flat_map(|r| &r.rules)) {
             response_map |= rule.response.staged || !rule.condition.headers.is_empty();
         }
-        Plan {
+        let mut plan = Plan {
             top,
             top_rules,
             routes_read_headers,
@@ -219,7 +221,10 @@ impl Plan {
             most_specific_wins: config.most_specific_header_mutations_wins,
             request_headers_for_response,
             mutations: config.mutations.clone(),
-        }
+            touches: [false; 2],
+        };
+        plan.touches = [Side::Request, Side::Response].map(|side| plan.decide_touches(side));
+        plan
     }
 
     /// Request headers that response rules read (`%REQ(..)%` in a response
@@ -247,6 +252,10 @@ impl Plan {
     /// A plan with routes always acts on the request side: that is where
     /// the route is chosen.
     pub fn touches(&self, side: Side) -> bool {
+        self.touches[side as usize]
+    }
+
+    fn decide_touches(&self, side: Side) -> bool {
         if let Some(mutations) = &self.mutations {
             return mutations.touches(side);
         }
@@ -598,6 +607,7 @@ impl Rule {
 
     /// Writes a value already known to be safe (constants were checked
     /// when the configuration was parsed).
+    #[inline]
     fn write<H: Host + ?Sized>(
         &self,
         side: Side,

@@ -50,6 +50,10 @@ struct Shared {
     /// The live roots' plans and the records of their streams.
     roots: Roots<Plan>,
     scratch: Scratch,
+    /// The callback's values of repeated attribute paths (see
+    /// `Abi::property`), kept here so that their list is not made and
+    /// dropped per callback.
+    properties: Properties,
     /// Counted in memory on the hot path, flushed to Envoy's stats on tick.
     pending: Outcome,
     /// The VM's counters (metric ids are per VM), once defined.
@@ -58,6 +62,9 @@ struct Shared {
     /// gauges (Envoy sums them over VMs); brought up to date on tick.
     reported: (i64, i64),
 }
+
+/// Values of `Plan::repeated_properties` read in this callback, by index.
+type Properties = Vec<(usize, Option<Vec<u8>>)>;
 
 /// The VM's one `Shared`. A plain static rather than `thread_local!`: Wasm
 /// VMs run a single thread (each Envoy worker has its own VM), and the
@@ -71,6 +78,7 @@ unsafe impl Sync for VmCell {}
 static SHARED: VmCell = VmCell(RefCell::new(Shared {
     roots: Roots::new(),
     scratch: Scratch::new(),
+    properties: Vec::new(),
     pending: Outcome {
         written: 0,
         removed: 0,
@@ -234,17 +242,21 @@ fn request(shared: &mut Shared, root: usize) -> Option<(Option<u16>, Kept)> {
         roots,
         scratch,
         pending,
+        properties,
         ..
     } = shared;
     let plan = roots.plan(root);
-    let mut abi = Abi::new(Side::Request, plan, &[], None);
+    let names = plan.request_headers_for_response();
+    if names.is_empty() && !plan.touches(Side::Request) {
+        return None;
+    }
+    let mut abi = Abi::new(Side::Request, plan, &[], None, properties);
     let mut route = None;
     if plan.touches(Side::Request) {
         let (taken, outcome) = plan.request(&mut abi, scratch);
         pending.add(outcome);
         route = taken.filter(|&r| plan.route_affects_response(r));
     }
-    let names = plan.request_headers_for_response();
     if names.is_empty() && route.is_none() {
         return None;
     }
@@ -259,13 +271,14 @@ fn response(shared: &mut Shared, root: usize, route: Option<u16>, kept: &[Option
         roots,
         scratch,
         pending,
+        properties,
         ..
     } = shared;
     let plan = roots.plan(root);
     if !plan.touches(Side::Response) {
         return;
     }
-    let mut abi = Abi::new(Side::Response, plan, kept, route);
+    let mut abi = Abi::new(Side::Response, plan, kept, route, properties);
     pending.add(plan.response(route, &mut abi, scratch));
 }
 
@@ -352,7 +365,7 @@ struct Abi<'a> {
     writes: usize,
     /// Values of the plan's repeated attribute paths read so far in this
     /// callback, by index in `Plan::repeated_properties`.
-    properties: RefCell<Vec<(usize, Option<Vec<u8>>)>>,
+    properties: RefCell<&'a mut Properties>,
     /// The route the request takes, once known.
     route: Option<u16>,
 }
@@ -366,7 +379,9 @@ impl<'a> Abi<'a> {
         plan: &'a Plan,
         kept: &'a [Option<Vec<u8>>],
         route: Option<u16>,
+        properties: &'a mut Properties,
     ) -> Abi<'a> {
+        properties.clear();
         Abi {
             phase,
             plan,
@@ -374,7 +389,7 @@ impl<'a> Abi<'a> {
             map: OnceCell::new(),
             written: [0; WRITTEN],
             writes: 0,
-            properties: RefCell::new(Vec::new()),
+            properties: RefCell::new(properties),
             route,
         }
     }
@@ -389,6 +404,7 @@ impl<'a> Abi<'a> {
         (!written).then(|| HeaderPairs::new(map))
     }
 
+    #[inline]
     fn wrote(&mut self, side: Side, name: &str) {
         if side == self.phase && self.map.get().is_some() {
             if let Some(slot) = self.written.get_mut(self.writes) {
