@@ -42,7 +42,7 @@ unsafe impl GlobalAlloc for Allocator {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        free(ptr)
+        release(ptr)
     }
 }
 
@@ -64,10 +64,14 @@ unsafe impl Sync for FreeLists {}
 static FREE: FreeLists = FreeLists(UnsafeCell::new([null_mut(); SMALL / CLASS + 1]));
 
 /// The class of a block of `size` bytes made with `offset`, if small.
+#[inline(always)]
 fn class(offset: usize, size: usize) -> Option<usize> {
     (offset == MIN_OFFSET && size <= SMALL).then(|| size.div_ceil(CLASS).max(1))
 }
 
+/// A block from its class's free list when there is one (inlined: the
+/// common case), else from talc.
+#[inline(always)]
 unsafe fn c_alloc(align: usize, size: usize) -> *mut u8 {
     let offset = align.max(MIN_OFFSET);
     let class = class(offset, size);
@@ -80,6 +84,11 @@ unsafe fn c_alloc(align: usize, size: usize) -> *mut u8 {
             return ptr;
         }
     }
+    talc_alloc(offset, size, class)
+}
+
+#[inline(never)]
+unsafe fn talc_alloc(offset: usize, size: usize, class: Option<usize>) -> *mut u8 {
     let capacity = class.map_or(size, |k| k * CLASS);
     let Some(layout) = capacity
         .checked_add(offset)
@@ -168,6 +177,13 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut u8, align: usize, size: u
 /// C `free`: `ptr` is null or came from one of the functions above.
 #[no_mangle]
 pub unsafe extern "C" fn free(ptr: *mut u8) {
+    release(ptr)
+}
+
+/// [`free`]: onto its class's free list when small (inlined: the common
+/// case), else back to talc.
+#[inline(always)]
+unsafe fn release(ptr: *mut u8) {
     if ptr.is_null() {
         return;
     }
@@ -179,6 +195,11 @@ pub unsafe extern "C" fn free(ptr: *mut u8) {
         *head = ptr;
         return;
     }
+    talc_free(ptr);
+}
+
+#[inline(never)]
+unsafe fn talc_free(ptr: *mut u8) {
     let (base, layout, _) = c_block(ptr);
     TALC.dealloc(base, layout);
 }

@@ -172,6 +172,7 @@ impl<'a> Entries<'a> {
     }
 
     /// The next entry's name start and lengths, moving past it.
+    #[inline(always)]
     fn advance(&mut self) -> Option<(usize, usize, usize)> {
         if self.index >= self.count {
             return None;
@@ -215,6 +216,7 @@ impl<'a> Iterator for Entries<'a> {
     }
 }
 
+#[inline(always)]
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     let chunk = bytes.get(at..at.checked_add(4)?)?;
     Some(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))

@@ -66,7 +66,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    #[inline]
+    #[inline(always)]
     pub fn add(&mut self, other: Outcome) {
         self.written += other.written;
         self.removed += other.removed;

@@ -607,7 +607,7 @@ impl Rule {
 
     /// Writes a value already known to be safe (constants were checked
     /// when the configuration was parsed).
-    #[inline]
+    #[inline(always)]
     fn write<H: Host + ?Sized>(
         &self,
         side: Side,
