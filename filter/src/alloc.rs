@@ -66,7 +66,12 @@ static FREE: FreeLists = FreeLists(UnsafeCell::new([null_mut(); SMALL / CLASS + 
 /// The class of a block of `size` bytes made with `offset`, if small.
 #[inline(always)]
 fn class(offset: usize, size: usize) -> Option<usize> {
-    (offset == MIN_OFFSET && size <= SMALL).then(|| size.div_ceil(CLASS).max(1))
+    // Not `bool::then`: opt-level z would keep it a call.
+    if offset == MIN_OFFSET && size <= SMALL {
+        Some(size.div_ceil(CLASS).max(1))
+    } else {
+        None
+    }
 }
 
 /// A block from its class's free list when there is one (inlined: the

@@ -193,7 +193,7 @@ impl<'a> Entries<'a> {
     /// first: most names are not even the length looked for. (An entry that
     /// does not fit ends the map for every later one too: offsets only
     /// grow.)
-    fn next_named(&mut self, name: &[u8]) -> Option<&'a [u8]> {
+    pub fn next_named(&mut self, name: &[u8]) -> Option<&'a [u8]> {
         loop {
             let (start, name_len, value_len) = self.advance()?;
             if name_len == name.len() && self.bytes.get(start..start + name_len)? == name {

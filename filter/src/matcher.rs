@@ -687,11 +687,20 @@ impl HeaderMatcher {
     /// (`envoy.reloadable_features.match_headers_individually`, on since
     /// 1.39): it matches when any value does (inverted: when none does).
     pub fn matches_in(&self, headers: &HeaderPairs<'_>) -> bool {
-        let mut values = headers.values(&self.name).peekable();
-        if values.peek().is_none() {
-            return self.missing_matches();
+        // A loop, not iterator adapters: opt-level z keeps those as calls.
+        let mut entries = headers.iter();
+        let mut present = false;
+        while let Some(value) = entries.next_named(self.name.as_bytes()) {
+            present = true;
+            if self.value_matches(value) {
+                return !self.invert;
+            }
         }
-        values.any(|value| self.value_matches(value)) != self.invert
+        if present {
+            self.invert
+        } else {
+            self.missing_matches()
+        }
     }
 
     /// Envoy: a missing header matches only a presence test that expects

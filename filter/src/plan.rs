@@ -391,11 +391,7 @@ impl Plan {
         } else {
             None
         };
-        let view = RequestView {
-            path,
-            headers,
-            route_name: route_name.as_deref(),
-        };
+        let view = RequestView::new(path, headers, route_name.as_deref());
         let index = self
             .routes
             .iter()

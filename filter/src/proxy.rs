@@ -401,7 +401,11 @@ impl<'a> Abi<'a> {
             Some(written) => written.contains(&name_hash(name)),
             None => true,
         };
-        (!written).then(|| HeaderPairs::new(map))
+        if written {
+            None
+        } else {
+            Some(HeaderPairs::new(map))
+        }
     }
 
     #[inline(always)]

@@ -99,6 +99,23 @@ pub struct RequestView<'a> {
     pub headers: HeaderPairs<'a>,
     /// `xds.route_name`, when some route asks for it.
     pub route_name: Option<&'a [u8]>,
+    /// `path` without its query and fragment, what path specifiers compare.
+    bare: &'a [u8],
+}
+
+impl<'a> RequestView<'a> {
+    pub fn new(
+        path: &'a [u8],
+        headers: HeaderPairs<'a>,
+        route_name: Option<&'a [u8]>,
+    ) -> RequestView<'a> {
+        RequestView {
+            path,
+            headers,
+            route_name,
+            bare: without_query_and_fragment(path),
+        }
+    }
 }
 
 impl RouteMatch {
@@ -165,7 +182,7 @@ impl RouteMatch {
 
     /// Whether the request takes this route.
     pub fn matches(&self, request: &RequestView<'_>) -> bool {
-        self.path_matches(request.path)
+        self.path_matches(request.bare)
             && self.headers.iter().all(|h| h.matches_in(&request.headers))
             && self
                 .query_parameters
@@ -177,8 +194,8 @@ impl RouteMatch {
                 .is_none_or(|matcher| request.route_name.is_some_and(|name| matcher.matches(name)))
     }
 
+    /// `path`: without query and fragment.
     fn path_matches(&self, path: &[u8]) -> bool {
-        let path = without_query_and_fragment(path);
         let ignore_case = !self.case_sensitive;
         match &self.path {
             PathMatch::Any => true,
@@ -492,11 +509,7 @@ mod tests {
     }
 
     fn takes(matcher: &RouteMatch, path: &str) -> bool {
-        let view = RequestView {
-            path: path.as_bytes(),
-            headers: HeaderPairs::new(&[]),
-            route_name: None,
-        };
+        let view = RequestView::new(path.as_bytes(), HeaderPairs::new(&[]), None);
         matcher.matches(&view)
     }
 
@@ -555,11 +568,7 @@ mod tests {
             route_match(r#"{"headers":[{"name":"Host","string_match":{"exact":"a.example"}}]}"#);
         assert_eq!(matcher.headers[0].name, ":authority");
         let map = HeaderPairs::encode(&[(":authority", "a.example")]);
-        let view = RequestView {
-            path: b"/",
-            headers: HeaderPairs::new(&map),
-            route_name: None,
-        };
+        let view = RequestView::new(b"/", HeaderPairs::new(&map), None);
         assert!(matcher.matches(&view));
     }
 
