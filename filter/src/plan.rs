@@ -289,11 +289,24 @@ impl Plan {
         }
         let route = self.select_route(host);
         host.route_chosen(route);
-        let route_level = route.map(|r| &self.routes[usize::from(r)].level.request);
+        let top = &self.top.request;
         let mut outcome = Outcome::default();
-        for level in self.ordered(route_level, &self.top.request) {
-            outcome.add(level.apply(host, &mut scratch.staged));
+        // The two levels in the order Envoy evaluates them: the later wins.
+        let (first, second) = match route {
+            None => (None, top),
+            Some(r) => {
+                let level = &self.routes[usize::from(r)].level.request;
+                if self.most_specific_wins {
+                    (Some(top), level)
+                } else {
+                    (Some(level), top)
+                }
+            }
+        };
+        if let Some(first) = first {
+            outcome.add(first.apply(host, &mut scratch.staged));
         }
+        outcome.add(second.apply(host, &mut scratch.staged));
         (route, outcome)
     }
 
@@ -333,8 +346,10 @@ impl Plan {
         let mut outcome = Outcome::default();
         let mut run = |(level, rules, holds): (&SidePlan, &[Conditional], &[bool])| {
             outcome.add(level.apply(host, &mut scratch.staged));
-            for (rule, _) in rules.iter().zip(holds).filter(|(_, holds)| **holds) {
-                outcome.add(rule.response.apply(host, &mut scratch.staged));
+            for (index, rule) in rules.iter().enumerate() {
+                if holds[index] {
+                    outcome.add(rule.response.apply(host, &mut scratch.staged));
+                }
             }
         };
         match route {
@@ -397,21 +412,6 @@ impl Plan {
             .iter()
             .position(|route| route.matcher.matches(&view))?;
         u16::try_from(index).ok()
-    }
-
-    /// The two levels of a side in the order Envoy evaluates them: the
-    /// later one wins.
-    fn ordered<'p>(
-        &self,
-        route: Option<&'p SidePlan>,
-        top: &'p SidePlan,
-    ) -> impl Iterator<Item = &'p SidePlan> {
-        let (first, second) = match route {
-            None => (None, Some(top)),
-            Some(route) if self.most_specific_wins => (Some(top), Some(route)),
-            Some(route) => (Some(route), Some(top)),
-        };
-        first.into_iter().chain(second)
     }
 }
 
