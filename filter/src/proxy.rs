@@ -395,6 +395,7 @@ impl<'a> Abi<'a> {
     }
 
     /// The map of `side` as read, while it still says what the host has.
+    #[inline(always)]
     fn cached(&self, side: Side, name: &str) -> Option<HeaderPairs<'_>> {
         let map = self.map.get().filter(|_| side == self.phase)?;
         let written = match self.written.get(..self.writes) {
@@ -494,6 +495,7 @@ impl Reader for Abi<'_> {
     }
 }
 
+#[inline(always)]
 fn take_buffer(status: Status, data: *mut u8, size: usize) -> Option<Vec<u8>> {
     match status {
         Status::Ok if data.is_null() => Some(Vec::new()),
@@ -504,6 +506,7 @@ fn take_buffer(status: Status, data: *mut u8, size: usize) -> Option<Vec<u8>> {
 }
 
 impl Host for Abi<'_> {
+    #[inline(always)]
     fn add(&mut self, side: Side, name: &str, value: &[u8]) {
         self.wrote(side, name);
         // SAFETY: pointers and lengths of live slices.
@@ -518,6 +521,7 @@ impl Host for Abi<'_> {
         }
     }
 
+    #[inline(always)]
     fn replace(&mut self, side: Side, name: &str, value: &[u8]) {
         self.wrote(side, name);
         // SAFETY: pointers and lengths of live slices.
@@ -532,6 +536,7 @@ impl Host for Abi<'_> {
         }
     }
 
+    #[inline(always)]
     fn remove(&mut self, side: Side, name: &str) {
         self.wrote(side, name);
         // SAFETY: pointer and length of a live slice.
