@@ -15,6 +15,7 @@ pub mod matcher;
 pub mod mutation;
 pub mod offline;
 pub mod plan;
+pub mod roots;
 pub mod route;
 
 #[cfg(target_arch = "wasm32")]

@@ -19,11 +19,15 @@
 //! trait, and root contexts stay the SDK's. The unpruned cargo output uses
 //! the SDK's dispatch and works the same, only slower.
 //!
-//! The little per-stream state there is (which root a stream belongs to when
-//! a VM has several, and request headers that response rules read, since
-//! Envoy closes the request map) lives in [`Shared::streams`], taken back at
-//! the response headers, and dropped after [`STALE_TICKS`] for streams that
-//! never got that far.
+//! **Roots over a VM's life.** Each configuration Envoy delivers gets a new
+//! root context in the same VM; [`crate::roots`] keeps which root serves
+//! which stream. Envoy retires a root once no stream holds it, and with no
+//! `proxy_on_done`/`proxy_on_delete` exported the root context is then
+//! simply gone from the host. So on each tick, while several roots live, a
+//! root asks the host whether the others still exist
+//! (`proxy_set_effective_context` answers `BadArgument` for a deleted
+//! context) and forgets those that do not: the hot path pays nothing, and a
+//! retired root is freed within a tick period (one second).
 //!
 //! Header and property reads and header writes call the ABI directly rather
 //! than through the SDK's `hostcalls`, which panic on any status they do not
@@ -39,49 +43,21 @@ use proxy_wasm::types::{Action, LogLevel, MapType, MetricType, Status};
 use crate::format::{Reader, Side};
 use crate::matcher::HeaderPairs;
 use crate::plan::{Host, Outcome, Plan, Scratch};
+use crate::roots::{Kept, Roots};
 
 /// Per-VM state.
 struct Shared {
-    /// Configured root contexts; almost always one.
-    roots: Vec<RootPlan>,
-    /// Streams that need a record, by context id (ascending: Envoy hands out
-    /// ids in order). Empty for a single root whose response rules read no
-    /// request header.
-    streams: Vec<StreamRecord>,
+    /// The live roots' plans and the records of their streams.
+    roots: Roots<Plan>,
     scratch: Scratch,
     /// Counted in memory on the hot path, flushed to Envoy's stats on tick.
     pending: Outcome,
     /// The VM's counters (metric ids are per VM), once defined.
     metrics: Option<Metrics>,
+    /// What this VM last added to the `roots_live` and `stream_records`
+    /// gauges (Envoy sums them over VMs); brought up to date on tick.
+    reported: (i64, i64),
 }
-
-struct RootPlan {
-    id: u32,
-    plan: Plan,
-    /// Ticks seen, the clock for dropping stale stream records.
-    ticks: u32,
-}
-
-/// Values of `Plan::request_headers_for_response`, in that order, as the
-/// request headers stood after the request rules (`None`: absent).
-type Kept = Vec<Option<Vec<u8>>>;
-
-struct StreamRecord {
-    id: u32,
-    root: u32,
-    born: u32,
-    /// Values of `Plan::request_headers_for_response`, once the request
-    /// headers are done.
-    kept: Kept,
-    /// The route the request took, when that route acts on the response.
-    route: Option<u16>,
-}
-
-/// A stream record still there after this many ticks (seconds) belongs to a
-/// stream that ended before its response headers: dropped. A stream that
-/// waits longer than this for its response headers renders `%REQ(..)%` of
-/// its response rules empty.
-const STALE_TICKS: u32 = 300;
 
 /// The VM's one `Shared`. A plain static rather than `thread_local!`: Wasm
 /// VMs run a single thread (each Envoy worker has its own VM), and the
@@ -93,8 +69,7 @@ struct VmCell(RefCell<Shared>);
 unsafe impl Sync for VmCell {}
 
 static SHARED: VmCell = VmCell(RefCell::new(Shared {
-    roots: Vec::new(),
-    streams: Vec::new(),
+    roots: Roots::new(),
     scratch: Scratch::new(),
     pending: Outcome {
         written: 0,
@@ -102,49 +77,13 @@ static SHARED: VmCell = VmCell(RefCell::new(Shared {
         refused: 0,
     },
     metrics: None,
+    reported: (0, 0),
 }));
 
 /// Runs `f` on the shared state. Host calls made inside never re-enter the
 /// module's callbacks, so the borrow cannot be taken twice.
 fn with_shared<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
     f(&mut SHARED.0.borrow_mut())
-}
-
-impl Shared {
-    fn record(&self, stream: u32) -> Result<usize, usize> {
-        self.streams.binary_search_by_key(&stream, |r| r.id)
-    }
-
-    /// The index in `roots` of the root of `stream`: from its record, else
-    /// the only root.
-    fn root_of(&self, stream: u32) -> Option<usize> {
-        if let ([_], []) = (self.roots.as_slice(), self.streams.as_slice()) {
-            return Some(0);
-        }
-        let id = match self.record(stream) {
-            Ok(i) => self.streams[i].root,
-            Err(_) if self.roots.len() == 1 => self.roots[0].id,
-            Err(_) => return None,
-        };
-        self.roots.iter().position(|r| r.id == id)
-    }
-
-    /// The record of `stream` (of the root at `root`), made if missing.
-    fn record_mut(&mut self, stream: u32, root: usize) -> &mut StreamRecord {
-        let i = self.record(stream).unwrap_or_else(|i| {
-            let root = &self.roots[root];
-            let record = StreamRecord {
-                id: stream,
-                root: root.id,
-                born: root.ticks,
-                kept: Vec::new(),
-                route: None,
-            };
-            self.streams.insert(i, record);
-            i
-        });
-        &mut self.streams[i]
-    }
 }
 
 /// Counters shown in Envoy's `/stats` (as `wasmcustom.header_filter.*`).
@@ -154,16 +93,21 @@ struct Metrics {
     removed: u32,
     refused: u32,
     rejected: u32,
+    roots_live: u32,
+    stream_records: u32,
 }
 
 impl Metrics {
     fn define() -> Option<Metrics> {
         let counter = |name| proxy_wasm::hostcalls::define_metric(MetricType::Counter, name).ok();
+        let gauge = |name| proxy_wasm::hostcalls::define_metric(MetricType::Gauge, name).ok();
         Some(Metrics {
             written: counter("header_filter.headers_written")?,
             removed: counter("header_filter.headers_removed")?,
             refused: counter("header_filter.values_refused")?,
             rejected: counter("header_filter.config_rejected")?,
+            roots_live: gauge("header_filter.roots_live")?,
+            stream_records: gauge("header_filter.stream_records")?,
         })
     }
 }
@@ -190,10 +134,7 @@ mod roots {
         .unwrap_or_default();
         match Plan::from_json(&bytes) {
             Ok(plan) => {
-                with_shared(|shared| {
-                    shared.roots.retain(|r| r.id != id);
-                    shared.roots.push(RootPlan { id, plan, ticks: 0 });
-                });
+                with_shared(|shared| shared.roots.configured(id, plan));
                 let _ = proxy_wasm::hostcalls::set_tick_period(FLUSH_PERIOD);
                 true
             }
@@ -220,28 +161,42 @@ mod roots {
         metrics
     }
 
-    /// Ages root `id`'s stream records and flushes the VM's counters.
+    /// Forgets retired roots, ages root `id`'s stream records and flushes
+    /// the VM's counters and gauges.
     pub fn tick(id: u32) {
-        let (pending, metrics) = with_shared(|shared| {
-            if let Some(root) = shared.roots.iter_mut().find(|r| r.id == id) {
-                root.ticks += 1;
-                let now = root.ticks;
-                shared
-                    .streams
-                    .retain(|s| s.root != id || now - s.born < STALE_TICKS);
+        with_shared(|shared| {
+            if shared.roots.len() > 1 {
+                shared.roots.retire(|other| other == id || exists(other));
+                exists(id);
             }
-            (std::mem::take(&mut shared.pending), shared.metrics)
+        });
+        let (pending, metrics, gauges) = with_shared(|shared| {
+            shared.roots.tick(id);
+            let now = (shared.roots.len() as i64, shared.roots.records() as i64);
+            let before = std::mem::replace(&mut shared.reported, now);
+            let gauges = (now.0 - before.0, now.1 - before.1);
+            (std::mem::take(&mut shared.pending), shared.metrics, gauges)
         });
         let Some(metrics) = metrics else { return };
         for (metric, count) in [
-            (metrics.written, pending.written),
-            (metrics.removed, pending.removed),
-            (metrics.refused, pending.refused),
+            (metrics.written, i64::from(pending.written)),
+            (metrics.removed, i64::from(pending.removed)),
+            (metrics.refused, i64::from(pending.refused)),
+            (metrics.roots_live, gauges.0),
+            (metrics.stream_records, gauges.1),
         ] {
-            if count > 0 {
-                let _ = proxy_wasm::hostcalls::increment_metric(metric, i64::from(count));
+            if count != 0 {
+                let _ = proxy_wasm::hostcalls::increment_metric(metric, count);
             }
         }
+    }
+
+    /// Whether the host still has context `id` (a retired root is deleted).
+    /// Leaves `id` the effective context: the caller makes its own id
+    /// effective again last.
+    fn exists(id: u32) -> bool {
+        // SAFETY: a plain call with an integer argument.
+        unsafe { abi::proxy_set_effective_context(id) == Status::Ok }
     }
 }
 
@@ -249,13 +204,11 @@ mod roots {
 /// response side needs kept.
 fn on_request_headers(stream: u32) {
     with_shared(|shared| {
-        let Some(root) = shared.root_of(stream) else {
+        let Some(root) = shared.roots.root_of(stream) else {
             return;
         };
         if let Some((route, kept)) = request(shared, root) {
-            let record = shared.record_mut(stream, root);
-            record.kept = kept;
-            record.route = route;
+            shared.roots.keep(stream, root, route, kept);
         }
     });
 }
@@ -264,16 +217,10 @@ fn on_request_headers(stream: u32) {
 /// request side kept.
 fn on_response_headers(stream: u32) {
     with_shared(|shared| {
-        let Some(root) = shared.root_of(stream) else {
+        let Some(root) = shared.roots.root_of(stream) else {
             return;
         };
-        let (kept, route) = match shared.record(stream) {
-            Ok(i) => {
-                let record = shared.streams.remove(i);
-                (record.kept, record.route)
-            }
-            Err(_) => (Vec::new(), None),
-        };
+        let (route, kept) = shared.roots.take(stream);
         response(shared, root, route, &kept);
     });
 }
@@ -289,7 +236,7 @@ fn request(shared: &mut Shared, root: usize) -> Option<(Option<u16>, Kept)> {
         pending,
         ..
     } = shared;
-    let plan = &roots[root].plan;
+    let plan = roots.plan(root);
     let mut abi = Abi::new(Side::Request, plan, &[]);
     let mut route = None;
     if plan.touches(Side::Request) {
@@ -314,7 +261,7 @@ fn response(shared: &mut Shared, root: usize, route: Option<u16>, kept: &[Option
         pending,
         ..
     } = shared;
-    let plan = &roots[root].plan;
+    let plan = roots.plan(root);
     if !plan.touches(Side::Response) {
         return;
     }
@@ -330,13 +277,7 @@ pub extern "C" fn header_filter_on_context_create(context_id: u32, root_context_
     if root_context_id == 0 {
         return;
     }
-    with_shared(|shared| {
-        if shared.roots.len() > 1 {
-            if let Some(root) = shared.roots.iter().position(|r| r.id == root_context_id) {
-                shared.record_mut(context_id, root);
-            }
-        }
-    });
+    with_shared(|shared| shared.roots.created(context_id, root_context_id));
 }
 
 /// `proxy_on_request_headers` of the built module.
@@ -588,6 +529,7 @@ mod abi {
             return_map_data: *mut *mut u8,
             return_map_size: *mut usize,
         ) -> Status;
+        pub fn proxy_set_effective_context(context_id: u32) -> Status;
         pub fn proxy_get_property(
             path_data: *const u8,
             path_size: usize,
