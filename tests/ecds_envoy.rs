@@ -58,6 +58,8 @@ use e2e::{envoy, http, paths, EchoUpstream, Response};
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the slow upstream holds a stream (`x-echo-delay-ms`).
 const HOLD: Duration = Duration::from_secs(2);
+/// Envoy's RSS growth allowed per update (see the memory test).
+const RSS_BOUND_KIB: f64 = 8.0;
 
 /// The load and memory tests measure; they take turns.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -531,17 +533,70 @@ fn updates_under_load_never_mix_versions_within_a_stream() {
     assert_eq!(run.versions, expected, "every version served under load");
 }
 
+/// Without load: streams held across the first update and across two
+/// updates in a row (the second before Envoy retires the first's root),
+/// each answered by the version it started under.
+#[test]
+fn streams_held_across_back_to_back_updates_keep_their_version() {
+    let upstream = EchoUpstream::start();
+    let envoy = start(&upstream, 1, &Options::default());
+    let addr = envoy.addr();
+    let settle = Duration::from_millis(300);
+    // Version 1 alone: its streams carry no record.
+    let first: Vec<Held> = (0..3).map(|i| hold(addr, 2, i)).collect();
+    std::thread::sleep(settle);
+    push_and_wait(&envoy, 2);
+    let second: Vec<Held> = (0..3).map(|i| hold(addr, 3, i)).collect();
+    std::thread::sleep(settle);
+    push_and_wait(&envoy, 3);
+    push_and_wait(&envoy, 4);
+    assert_eq!(served_by(&get(addr, "/fresh")), Ok(4));
+    for (batch, version) in [(first, 1), (second, 2)] {
+        for Held { to, thread } in batch {
+            let (response, _) = thread.join().expect("held request thread");
+            assert_eq!(
+                served_by(&response),
+                Ok(version),
+                "a stream started under {version}, held across update {to} and on"
+            );
+        }
+    }
+    assert_eq!(served_by(&get(addr, "/after")), Ok(4));
+}
+
 // ------------------------------------------------------------- 4. memory
 
+/// Envoy's RSS and the VMs' linear memory, sampled once the ticks (1 s)
+/// that flush the gauges and retire roots have passed.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rss_kib: u64,
+    linear_kib: u64,
+}
+
+fn settle_and_sample(envoy: &EcdsEnvoy) -> Sample {
+    std::thread::sleep(Duration::from_millis(2500));
+    let pid = envoy.envoy().pid();
+    Sample {
+        rss_kib: ecds::rss_kib(pid),
+        linear_kib: ecds::wasm_linear_memories(pid).iter().sum::<u64>() / 1024,
+    }
+}
+
+/// 400 distinct updates in two rounds of 200, as fast as Envoy applies
+/// them. A VM's linear memory never shrinks, so the first round shows the
+/// peak (roots awaiting retirement pile up for up to a tick); the second
+/// round must then fit in what the first one left, which a leak of one
+/// root's plan per update per VM cannot (measured before the fix: the
+/// second round grew the VMs by 576 KiB).
 #[test]
 fn memory_stays_bounded_over_400_updates() {
     const WARMUP: u64 = 20;
-    const UPDATES: u64 = 400;
+    const ROUND: u64 = 200;
     let _turn = heavy();
     let upstream = EchoUpstream::start();
     let envoy = start(&upstream, 1, &Options::default());
     let addr = envoy.addr();
-    let pid = envoy.envoy().pid();
     let traffic = |n: u64| {
         for i in 0..4 {
             assert_eq!(served_by(&get(addr, &format!("/m/{i}"))), Ok(n));
@@ -551,55 +606,75 @@ fn memory_stays_bounded_over_400_updates() {
         push_and_wait(&envoy, n);
         traffic(n);
     }
-    std::thread::sleep(Duration::from_millis(2500));
-    let rss_before = ecds::rss_kib(pid);
-    let linear_before: u64 = ecds::wasm_linear_memories(pid).iter().sum();
-
-    let started = Instant::now();
-    let last = WARMUP + UPDATES;
-    for n in WARMUP + 1..=last {
-        push_and_wait(&envoy, n);
-        if n % 25 == 0 {
-            traffic(n);
+    let before = settle_and_sample(&envoy);
+    let mut samples = Vec::new();
+    let mut took = Duration::ZERO;
+    let mut n = WARMUP;
+    for _round in 0..2 {
+        let started = Instant::now();
+        for _ in 0..ROUND {
+            n += 1;
+            push_and_wait(&envoy, n);
+            if n % 25 == 0 {
+                traffic(n);
+            }
         }
+        took += started.elapsed();
+        traffic(n);
+        samples.push(settle_and_sample(&envoy));
     }
-    let took = started.elapsed();
-    traffic(last);
-    // Ticks (1 s) flush the gauges and age what the filter keeps.
-    std::thread::sleep(Duration::from_millis(2500));
-    let rss_after = ecds::rss_kib(pid);
-    let linear_after: u64 = ecds::wasm_linear_memories(pid).iter().sum();
-    let per_update = (rss_after as f64 - rss_before as f64) / UPDATES as f64;
+    let (first, second) = (samples[0], samples[1]);
+    let updates = 2 * ROUND;
+    let per_update = (second.rss_kib as f64 - before.rss_kib as f64) / updates as f64;
+    let per_update_second = (second.rss_kib as f64 - first.rss_kib as f64) / ROUND as f64;
     let vms = envoy.envoy().stat("wasm.wasm_vm_count").unwrap_or(0);
     let roots = envoy.envoy().stat("wasmcustom.header_filter.roots_live");
     let records = envoy
         .envoy()
         .stat("wasmcustom.header_filter.stream_records");
     eprintln!(
-        "ecds memory: {UPDATES} updates in {:.1} s ({:.1} ms each); VmRSS {rss_before} -> {rss_after} KiB \
-         ({per_update:+.1} KiB per update); Wasm linear memory {} -> {} KiB over {} VMs; \
-         roots_live {roots:?}, stream_records {records:?}",
+        "ecds memory: {updates} updates in {:.1} s ({:.1} ms each); VmRSS {} -> {} -> {} KiB \
+         ({per_update:+.1} KiB per update over all {updates}, {per_update_second:+.1} over the second {ROUND}); \
+         Wasm linear memory {} -> {} -> {} KiB in {vms} VMs; roots_live {roots:?}, stream_records {records:?}",
         took.as_secs_f64(),
-        took.as_secs_f64() * 1000.0 / UPDATES as f64,
-        linear_before / 1024,
-        linear_after / 1024,
-        vms,
+        took.as_secs_f64() * 1000.0 / updates as f64,
+        before.rss_kib,
+        first.rss_kib,
+        second.rss_kib,
+        before.linear_kib,
+        first.linear_kib,
+        second.linear_kib,
     );
     assert_eq!(envoy.ecds_stat("update_rejected"), 0);
-    // Bound: each update replaces one plan of ~1 KiB per VM; Envoy keeps
-    // the previous filter config until its streams end. 16 KiB per update
-    // (6.4 MiB in all) is far above a plan's size and far below what a
-    // leak of one root context with its plan per VM per update costs once
-    // V8's per-context objects are counted.
+    assert_eq!(envoy.version_text(), n.to_string());
+
+    // The VMs: the second round reuses the first one's memory; one 64 KiB
+    // page per VM is allowed for the allocator's fragmentation.
     assert!(
-        per_update <= 16.0,
-        "envoy RSS grew {per_update:.1} KiB per update ({rss_before} -> {rss_after} KiB)"
+        second.linear_kib <= first.linear_kib + 64 * vms,
+        "the VMs' linear memory grew {} KiB over the second {ROUND} updates",
+        second.linear_kib - first.linear_kib
     );
+    // Envoy: what matters at its level is a VM or a copy of the 200 KB
+    // module per update (a worker VM costs ~420 KiB), at least 25 times
+    // this bound. Measured on Envoy 1.40: 1.5-2 KiB per update once the
+    // VMs are warm (Envoy's own, e.g. its never-evicted canary cache entry
+    // per configuration), 1.9-3 KiB over all 400 with the first round's
+    // peak; before the fix 4.1-4.3 over all 400.
+    assert!(
+        per_update <= RSS_BOUND_KIB,
+        "envoy RSS grew {per_update:.1} KiB per update ({} -> {} KiB over {updates})",
+        before.rss_kib,
+        second.rss_kib
+    );
+    // The filter's own state, summed over the VMs: one live root per VM
+    // that serves the plugin (the base VM serves none) once the retired
+    // ones are gone, and no stream record with no stream in flight.
     let roots = roots.expect("the filter's roots_live gauge");
     let records = records.expect("the filter's stream_records gauge");
     assert!(
-        roots <= 2 * vms,
-        "{roots} root contexts live in {vms} VMs after {UPDATES} updates"
+        roots <= vms,
+        "{roots} root contexts live in {vms} VMs after {updates} updates"
     );
     assert_eq!(records, 0, "stream records held with no stream in flight");
 }
