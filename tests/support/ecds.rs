@@ -141,10 +141,7 @@ impl EcdsEnvoy {
     ) -> Result<EcdsEnvoy, StartError> {
         let dir = paths::temp_dir();
         let watched = dir.path().join(WATCHED_FILE);
-        let first = discovery_response(
-            version,
-            &wasm_filter_config(config_json, options.strategy),
-        );
+        let first = discovery_response(version, &wasm_filter_config(config_json, options.strategy));
         std::fs::write(&watched, first.to_string()).expect("writing the first ECDS file");
         let yaml = bootstrap(dir.path(), &watched, upstream_port, options);
         let envoy = Envoy::builder()
@@ -170,10 +167,7 @@ impl EcdsEnvoy {
     /// Pushes `config_json` as `version`: a new file in the watched
     /// directory, renamed over the watched one.
     pub fn push(&self, version: &str, config_json: &str) {
-        self.push_typed(
-            version,
-            &wasm_filter_config(config_json, self.strategy),
-        );
+        self.push_typed(version, &wasm_filter_config(config_json, self.strategy));
     }
 
     /// Pushes any `typed_config` as `version`.
@@ -181,8 +175,11 @@ impl EcdsEnvoy {
         let serial = self.serial.get() + 1;
         self.serial.set(serial);
         let staged = self.dir.path().join(format!(".staged-{serial}.json"));
-        std::fs::write(&staged, discovery_response(version, typed_config).to_string())
-            .expect("writing a staged ECDS file");
+        std::fs::write(
+            &staged,
+            discovery_response(version, typed_config).to_string(),
+        )
+        .expect("writing a staged ECDS file");
         std::fs::rename(&staged, self.dir.path().join(WATCHED_FILE))
             .expect("renaming the staged ECDS file over the watched one");
     }
@@ -326,7 +323,8 @@ fn bootstrap(dir: &Path, watched: &Path, upstream_port: u16, options: &Options) 
 /// right below a guard region of 4 GiB or more (V8's layout), as
 /// `tests/filter_robustness.rs` reads them.
 pub fn wasm_linear_memories(pid: u32) -> Vec<u64> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("reading /proc/PID/maps");
+    let maps =
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("reading /proc/PID/maps");
     let regions: Vec<(u64, u64, String)> = maps
         .lines()
         .filter_map(|line| {
