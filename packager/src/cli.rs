@@ -431,7 +431,7 @@ pub struct RegistryArgs {
     /// certificate a private CA signed)
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
-    /// Registry user name (default: Docker config.json credentials)
+    /// Registry user name (default: the credentials Docker would use, else podman's auth.json)
     #[arg(long, requires = "password_stdin")]
     pub username: Option<String>,
     /// Read the registry password or token from standard input

@@ -6,12 +6,14 @@
 //! validation), [`package`] (inputs to a checked package), [`docs`]
 //! (`--docs` folder), [`layer`] (deterministic tar+gzip), [`image`] (OCI
 //! layout/archive, compat and artifact formats), [`output`] (atomic writes),
-//! [`extract`] (hardened tar reading), [`registry`] (push/pull), [`mesh`]
+//! [`extract`] (hardened tar reading), [`registry`] (push/pull), [`credentials`] (registry
+//! credentials as Docker and podman keep them), [`mesh`]
 //! (ServiceMeshExtension, WasmPlugin, EnvoyFilter and EnvoyExtensionPolicy
 //! for an image), [`exit`] (exit codes by kind of failure), [`render`] (a
 //! filter configuration tried offline on a described request).
 
 pub mod cli;
+pub mod credentials;
 pub mod docs;
 pub mod exit;
 pub mod extract;

@@ -1,6 +1,6 @@
 //! Registry transport: pushing an [`Image`] to, and pulling one from, any OCI
-//! distribution registry through `oci-client`, with Docker `config.json`
-//! credentials or explicit ones.
+//! distribution registry through `oci-client`, with the credentials
+//! [`crate::credentials`] finds (Docker's, then podman's) or explicit ones.
 //!
 //! Pushes send the manifest bytes exactly as built, so the digest in the
 //! registry is the digest of the local layout. Pulls check the manifest and
@@ -16,6 +16,7 @@ use oci_client::manifest::{OciDescriptor, OCI_IMAGE_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 
+use crate::credentials::{self, Challenge, ExchangeError, Found, Login, Source};
 use crate::extract::Limits;
 use crate::image::{Image, ImageError};
 
@@ -56,8 +57,13 @@ pub enum RegistryError {
     NotFound { registry: String, reference: String },
     #[error("registry {registry}: {reason}")]
     Other { registry: String, reason: String },
-    #[error("reading credentials for {registry} from Docker config: {reason}")]
-    Credentials { registry: String, reason: String },
+    #[error("reading credentials for {registry} from {origin}: {reason}")]
+    Credentials {
+        registry: String,
+        /// The file, variable or helper they come from, in words.
+        origin: String,
+        reason: String,
+    },
     #[error("blob {digest} is {size} bytes, over the {limit}-byte limit: refusing to download it")]
     TooLarge {
         digest: String,
@@ -77,8 +83,9 @@ pub fn parse_reference(text: &str) -> Result<Reference, RegistryError> {
 /// Whose credentials to use.
 #[derive(Debug, Clone, Default)]
 pub enum Credentials {
-    /// Docker's `config.json` (`$DOCKER_CONFIG` or `~/.docker`), anonymous
-    /// when it has nothing for the registry.
+    /// The machine's: Docker's (`DOCKER_AUTH_CONFIG`, `config.json` and its
+    /// credential helpers), else podman's auth files; anonymous when neither
+    /// has anything for the registry (see [`crate::credentials`]).
     #[default]
     DockerConfig,
     /// `--username` and `--password-stdin`.
@@ -159,51 +166,191 @@ fn client(opts: &Options) -> Result<Client, RegistryError> {
     })
 }
 
-/// The key Docker's `config.json` files the registry under.
-fn docker_config_key(registry: &str) -> String {
-    if registry == "docker.io" || registry == "index.docker.io" {
-        "https://index.docker.io/v1/".to_string()
-    } else {
-        registry.to_string()
+/// The credentials a run used, for what to tell the user when they are
+/// refused.
+#[derive(Debug, Clone)]
+enum Used {
+    Anonymous,
+    Basic {
+        username: String,
+        source: Source,
+    },
+    /// An access token got for an identity token.
+    IdentityToken {
+        source: Source,
+    },
+}
+
+/// Finds the credentials for `reference` and turns them into what
+/// `oci-client` sends: user and password as they are (oci-client gives
+/// them to the token endpoint, or to the registry for basic auth); an
+/// identity token exchanged for an access token for `operation`'s scope.
+async fn authenticate(
+    reference: &Reference,
+    operation: RegistryOperation,
+    what: &'static str,
+    opts: &Options,
+) -> Result<(RegistryAuth, Used), RegistryError> {
+    let registry = reference.registry();
+    let found = match &opts.credentials {
+        Credentials::Basic { username, password } => Found {
+            login: Login {
+                username: username.clone(),
+                password: password.clone(),
+                identity_token: None,
+            },
+            source: Source::Flags,
+        },
+        Credentials::DockerConfig => {
+            let env = credentials::Env::from_process();
+            match credentials::lookup(registry, reference.repository(), &env) {
+                Ok(Some(found)) => found,
+                Ok(None) => return Ok((RegistryAuth::Anonymous, Used::Anonymous)),
+                Err(e) => {
+                    return Err(RegistryError::Credentials {
+                        registry: registry.to_string(),
+                        origin: e.origin,
+                        reason: e.reason,
+                    })
+                }
+            }
+        }
+    };
+    let Found { login, source } = found;
+    let Some(identity_token) = login.identity_token else {
+        return Ok((
+            RegistryAuth::Basic(login.username.clone(), login.password),
+            Used::Basic {
+                username: login.username,
+                source,
+            },
+        ));
+    };
+    let credentials_error = |reason: String| RegistryError::Credentials {
+        registry: registry.to_string(),
+        origin: source.to_string(),
+        reason,
+    };
+    // What the registry asks for: its 401 to an anonymous GET /v2/, at the
+    // host oci-client talks to (`index.docker.io` for `docker.io`).
+    let http = http_client(opts)?;
+    let scheme = if opts.plain_http { "http" } else { "https" };
+    let anonymous = Used::Anonymous;
+    let answer = http
+        .get(format!("{scheme}://{}/v2/", reference.resolve_registry()))
+        .send()
+        .await
+        .map_err(|e| explain(e.into(), reference, what, &anonymous, opts))?;
+    let challenge = answer
+        .headers()
+        .get_all(reqwest::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(credentials::parse_challenge);
+    match challenge {
+        // An open registry.
+        None => Ok((RegistryAuth::Anonymous, Used::Anonymous)),
+        Some(Challenge::Bearer { realm, service }) => {
+            let scope = match operation {
+                RegistryOperation::Pull => format!("repository:{}:pull", reference.repository()),
+                RegistryOperation::Push => {
+                    format!("repository:{}:pull,push", reference.repository())
+                }
+            };
+            let access = credentials::exchange_identity_token(
+                &http,
+                &realm,
+                service.as_deref(),
+                &scope,
+                &identity_token,
+            )
+            .await
+            .map_err(|e| match e {
+                ExchangeError::Refused {
+                    realm,
+                    status,
+                    detail,
+                } => RegistryError::Unauthorized {
+                    registry: registry.to_string(),
+                    reference: reference.whole(),
+                    what,
+                    hint: format!(
+                        "the token endpoint {realm} refused the identity token from {source} ({status}{detail}): \
+                         log in again (`docker login {registry}`, or your cloud's login such as `az acr login`)"
+                    ),
+                },
+                // Classified as the registry's own failures are, naming
+                // the endpoint.
+                ExchangeError::Http {
+                    realm,
+                    source: cause,
+                } => match explain(cause.into(), reference, what, &Used::Anonymous, opts) {
+                    RegistryError::Unreachable { registry, reason } => RegistryError::Unreachable {
+                        registry,
+                        reason: format!("its token endpoint {realm}: {reason}"),
+                    },
+                    RegistryError::Tls {
+                        registry,
+                        problem,
+                        hint,
+                    } => RegistryError::Tls {
+                        registry,
+                        problem: format!("its token endpoint {realm}: {problem}"),
+                        hint,
+                    },
+                    other => other,
+                },
+                other => credentials_error(other.to_string()),
+            })?;
+            Ok((RegistryAuth::Bearer(access), Used::IdentityToken { source }))
+        }
+        // Basic auth: Docker sends the user and password beside the token.
+        Some(Challenge::Other(_)) if !login.username.is_empty() => Ok((
+            RegistryAuth::Basic(login.username.clone(), login.password),
+            Used::Basic {
+                username: login.username,
+                source,
+            },
+        )),
+        Some(Challenge::Other(scheme)) => Err(credentials_error(format!(
+            "they hold only an identity token, and the registry asks for {scheme} auth, not for a Bearer token"
+        ))),
     }
 }
 
-/// Resolves the credentials to hand to `oci-client`.
-pub fn auth_for(reference: &Reference, creds: &Credentials) -> Result<RegistryAuth, RegistryError> {
-    match creds {
-        Credentials::Basic { username, password } => {
-            Ok(RegistryAuth::Basic(username.clone(), password.clone()))
-        }
-        Credentials::DockerConfig => {
-            use docker_credential::{CredentialRetrievalError as E, DockerCredential as C};
-            let registry = reference.registry();
-            match docker_credential::get_credential(&docker_config_key(registry)) {
-                Ok(C::UsernamePassword(u, p)) => Ok(RegistryAuth::Basic(u, p)),
-                Ok(C::IdentityToken(t)) => Ok(RegistryAuth::Bearer(t)),
-                Err(E::ConfigNotFound | E::ConfigReadError | E::NoCredentialConfigured) => {
-                    Ok(RegistryAuth::Anonymous)
-                }
-                Err(e) => Err(RegistryError::Credentials {
-                    registry: registry.to_string(),
-                    reason: e.to_string(),
-                }),
-            }
-        }
+/// An HTTP client with the registry client's TLS settings, for the token
+/// endpoint and the registry's challenge.
+fn http_client(opts: &Options) -> Result<reqwest::Client, RegistryError> {
+    let setup = |reason: String| RegistryError::Other {
+        registry: String::new(),
+        reason: format!("cannot set up the HTTP client: {reason}"),
+    };
+    let mut roots = Vec::new();
+    if let Some(pem) = &opts.ca_pem {
+        roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| setup(e.to_string()))?;
     }
+    reqwest::Client::builder()
+        .tls_certs_merge(roots)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .user_agent(concat!("extpack/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| setup(e.to_string()))
 }
 
 /// What to tell a user the registry refused: anonymous users are told to
-/// log in, users who sent credentials that those were rejected.
-fn auth_hint(registry: &str, auth: &RegistryAuth) -> String {
-    match auth {
-        RegistryAuth::Anonymous => format!(
+/// log in, users who sent credentials that those (and where they came from)
+/// were rejected.
+fn auth_hint(registry: &str, used: &Used) -> String {
+    match used {
+        Used::Anonymous => format!(
             "log in with `docker login {registry}` or pass --username and --password-stdin"
         ),
-        RegistryAuth::Basic(user, _) => format!(
-            "authentication failed for user {user:?}: check the user name and password (or token) and its rights on the repository"
+        Used::Basic { username, source } => format!(
+            "authentication failed for user {username:?} from {source}: check the user name and password (or token) and its rights on the repository"
         ),
-        RegistryAuth::Bearer(_) => format!(
-            "authentication failed with the identity token from Docker's config.json: log in again with `docker login {registry}`"
+        Used::IdentityToken { source } => format!(
+            "the access token got for the identity token from {source} was refused: check its rights on the repository, or log in again with `docker login {registry}`"
         ),
     }
 }
@@ -266,7 +413,7 @@ fn explain(
     e: OciDistributionError,
     reference: &Reference,
     what: &'static str,
-    auth: &RegistryAuth,
+    used: &Used,
     opts: &Options,
 ) -> RegistryError {
     let registry = reference.registry().to_string();
@@ -286,7 +433,7 @@ fn explain(
         registry: registry.clone(),
         reference: reference.whole(),
         what,
-        hint: auth_hint(&registry, auth),
+        hint: auth_hint(&registry, used),
     };
     match &e {
         OciDistributionError::DigestError(DigestError::VerificationError { .. }) => {
@@ -428,11 +575,11 @@ pub async fn push(
         return Err(RegistryError::PushToDigest(reference.whole()));
     }
     let client = client(opts)?;
-    let auth = auth_for(reference, &opts.credentials)?;
+    let (auth, used) = authenticate(reference, RegistryOperation::Push, "push", opts).await?;
     client
         .auth(reference, &auth, RegistryOperation::Push)
         .await
-        .map_err(|e| explain(e, reference, "push", &auth, opts))?;
+        .map_err(|e| explain(e, reference, "push", &used, opts))?;
     let descriptors = std::iter::once(image.manifest.config()).chain(image.manifest.layers());
     let mut done = std::collections::BTreeSet::new();
     for desc in descriptors {
@@ -447,7 +594,7 @@ pub async fn push(
         let exists = client
             .blob_exists(reference, &digest)
             .await
-            .map_err(|e| explain(e, reference, "push", &auth, opts))?;
+            .map_err(|e| explain(e, reference, "push", &used, opts))?;
         if exists {
             progress(opts, format_args!("{digest}: already in the registry"));
             continue;
@@ -459,7 +606,7 @@ pub async fn push(
         client
             .push_blob(reference, bytes.clone(), &digest)
             .await
-            .map_err(|e| explain(e, reference, "push", &auth, opts))?;
+            .map_err(|e| explain(e, reference, "push", &used, opts))?;
     }
     progress(
         opts,
@@ -472,7 +619,7 @@ pub async fn push(
             OCI_IMAGE_MEDIA_TYPE.parse().expect("a valid header value"),
         )
         .await
-        .map_err(|e| explain(e, reference, "push", &auth, opts))?;
+        .map_err(|e| explain(e, reference, "push", &used, opts))?;
     Ok(image.manifest_digest.clone())
 }
 
@@ -480,15 +627,15 @@ pub async fn push(
 /// digest when it has one) and every blob.
 pub async fn pull(reference: &Reference, opts: &Options) -> Result<Image, RegistryError> {
     let client = client(opts)?;
-    let auth = auth_for(reference, &opts.credentials)?;
+    let (auth, used) = authenticate(reference, RegistryOperation::Pull, "pull", opts).await?;
     client
         .auth(reference, &auth, RegistryOperation::Pull)
         .await
-        .map_err(|e| explain(e, reference, "pull", &auth, opts))?;
+        .map_err(|e| explain(e, reference, "pull", &used, opts))?;
     let (bytes, _digest) = client
         .pull_manifest_raw(reference, &auth, &[OCI_IMAGE_MEDIA_TYPE])
         .await
-        .map_err(|e| explain(e, reference, "pull", &auth, opts))?;
+        .map_err(|e| explain(e, reference, "pull", &used, opts))?;
     // Check the sizes first, then download, then verify every digest.
     let manifest = oci_spec::image::ImageManifest::from_reader(&bytes[..]).map_err(|e| {
         ImageError::Shape(format!("its manifest is not an OCI image manifest: {e}"))
@@ -512,7 +659,7 @@ pub async fn pull(reference: &Reference, opts: &Options) -> Result<Image, Regist
         client
             .pull_blob(reference, &oci_descriptor(desc), &mut out)
             .await
-            .map_err(|e| explain(e, reference, "pull", &auth, opts))?;
+            .map_err(|e| explain(e, reference, "pull", &used, opts))?;
         blobs.insert(digest, out);
     }
     let image = Image::from_parts(bytes.to_vec(), reference.digest(), |d| {
@@ -546,25 +693,27 @@ mod tests {
     }
 
     #[test]
-    fn docker_config_credentials_are_found_by_registry() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("config.json"),
-            r#"{"auths":{"127.0.0.1:5000":{"auth":"YWxpY2U6czNjcmV0"}}}"#,
-        )
-        .unwrap();
-        // SAFETY of the env change: this is the only test in the crate that
-        // reads DOCKER_CONFIG.
-        unsafe { std::env::set_var("DOCKER_CONFIG", dir.path()) };
-        let r = parse_reference("127.0.0.1:5000/x:1").unwrap();
+    fn refusals_say_which_credentials_were_sent_and_from_where() {
+        let config = Source::File {
+            path: "/ci/.docker/config.json".into(),
+            key: "r:5000".into(),
+        };
         assert_eq!(
-            auth_for(&r, &Credentials::DockerConfig).unwrap(),
-            RegistryAuth::Basic("alice".into(), "s3cret".into())
+            auth_hint("r:5000", &Used::Anonymous),
+            "log in with `docker login r:5000` or pass --username and --password-stdin"
         );
-        let other = parse_reference("127.0.0.1:6000/x:1").unwrap();
         assert_eq!(
-            auth_for(&other, &Credentials::DockerConfig).unwrap(),
-            RegistryAuth::Anonymous
+            auth_hint(
+                "r:5000",
+                &Used::Basic {
+                    username: "ci".into(),
+                    source: config.clone()
+                }
+            ),
+            "authentication failed for user \"ci\" from auths[\"r:5000\"] in /ci/.docker/config.json: \
+             check the user name and password (or token) and its rights on the repository"
         );
+        assert!(auth_hint("r:5000", &Used::IdentityToken { source: config })
+            .starts_with("the access token got for the identity token from auths[\"r:5000\"] in /ci/.docker/config.json was refused"));
     }
 }

@@ -168,6 +168,10 @@ where
         .env("SOURCE_DATE_EPOCH", "0")
         // No credentials from the machine's own Docker config.
         .env("DOCKER_CONFIG", "/nonexistent-extpack-test")
+        // Nor from its podman logins (REGISTRY_AUTH_FILE replaces the
+        // others) or a DOCKER_AUTH_CONFIG (empty counts as unset).
+        .env("REGISTRY_AUTH_FILE", "/nonexistent-extpack-test/auth.json")
+        .env("DOCKER_AUTH_CONFIG", "")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (key, value) in env {
