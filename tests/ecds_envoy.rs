@@ -31,8 +31,18 @@
 //!   what `e2e::ecds` writes; the file source stands for the ADS stream.
 //!
 //! Every Envoy from 1.36 has `failure_policy` with all three values (the
-//! same resource loads on 1.36, 1.37, 1.39 and 1.40; `fail_open` is the
-//! deprecated spelling), so nothing here branches on the version.
+//! same resource loads on 1.36, 1.37, 1.38, 1.39 and 1.40; `fail_open` is the
+//! deprecated spelling), so the resource does not depend on the version.
+//! The one branch: `wasm.wasm_vm_count` exists from Envoy 1.39.
+//!
+//! Envoy's side, read in envoyproxy/envoy
+//! `source/common/filter/config_discovery_impl.cc`: a refused resource
+//! still marks the listener warmed (`onConfigUpdateFailed`: "make progress
+//! in case the control plane is temporarily failing"), hence the cold
+//! start's 500s; and proxy-wasm-cpp-host `src/wasm.cc`
+//! (`WasmHandleBase::canary`): each new plugin configuration is first
+//! configured in a throw-away clone of the base VM, hence one refusal line
+//! per refused update whatever the number of workers.
 //!
 //! Configuration versions are recognisable on both sides of a stream:
 //! version N adds request header `x-v: N` (which the echo upstream reflects

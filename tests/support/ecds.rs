@@ -12,7 +12,7 @@
 //! a move into the directory), so Envoy never reads half a file.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::envoy_yaml;
@@ -253,11 +253,6 @@ impl EcdsEnvoy {
             .unwrap_or("")
             .to_string();
         (version, config)
-    }
-
-    /// The watched directory.
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
     }
 }
 
