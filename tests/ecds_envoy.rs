@@ -304,12 +304,26 @@ fn each_bad_update_is_rejected_and_the_previous_config_keeps_serving() {
         Some(3)
     );
 
+    // The last refused resource sent again unchanged (a control plane
+    // resending it, under a new version): Envoy skips it as identical to
+    // the last one it received and reports it APPLIED (update_success,
+    // version_text), while version 2 still serves and nothing is logged.
+    let (_, _, last_refused, _) = &bad[2];
+    let lines_before = refusals(&envoy.envoy().log()).len();
+    envoy.push("bad-json-again", last_refused);
+    assert_eq!(envoy.wait_stat("update_success", 3, APPLY_TIMEOUT), 3);
+    assert_eq!(envoy.version_text(), "bad-json-again");
+    assert_eq!(envoy.ecds_stat("update_rejected"), 3);
+    assert_eq!(served_by(&get(addr, "/resent")), Ok(2));
+    std::thread::sleep(Duration::from_millis(200)); // the log is flushed every 50 ms
+    assert_eq!(refusals(&envoy.envoy().log()).len(), lines_before);
+
     // Recovery.
     push_and_wait(&envoy, 3);
     assert_eq!(served_by(&get(addr, "/recovered")), Ok(3));
     assert_eq!(envoy.dumped(), ("3".to_string(), versioned(3)));
     assert_eq!(envoy.ecds_stat("update_rejected"), 3);
-    assert_eq!(envoy.ecds_stat("update_success"), 3);
+    assert_eq!(envoy.ecds_stat("update_success"), 4);
 }
 
 // ------------------------------------------------------------- 3. under load
