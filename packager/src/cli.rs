@@ -150,7 +150,7 @@ Example:
         #[command(flatten)]
         registry: RegistryArgs,
     },
-    /// Print a WasmPlugin, EnvoyExtensionPolicy, EnvoyFilter and ServiceMeshExtension for an image
+    /// Print the WasmPlugin, EnvoyExtensionPolicy, EnvoyFilter or ServiceMeshExtension that deploy an image
     #[command(after_help = EXIT_HELP)]
     #[command(
         long_about = "Generate the resources that deploy an image, pinned to its digest:
@@ -166,13 +166,24 @@ Example:
                              whose operator refuses to upgrade while any exist; from 2.3 the
                              WasmPlugin loads the same compat image)
 
+--kind chooses them (e.g. --kind wasmplugin,envoyextensionpolicy). By default every kind \
+the image and the flags allow is written, and each one left out is named on stderr with the \
+reason: the EnvoyFilter needs --module-url for a compat image (Envoy fetches the raw module \
+itself and accepts only a 200 answer, following no redirect), and an artifact image gets no \
+ServiceMeshExtension (Maistra cannot load it). Asked for with --kind, either is an error.
+
 The image is read from the registry at REF, or from a local layout/archive with --image \
 (what `push` sends, byte for byte). --config is validated with the filter's own code and \
-embedded in each.
+embedded in each. A mesh hands the filter its configuration with the keys sorted (Istio \
+marshals pluginConfig that way): for a flat configuration written in another order, stderr \
+says so.
 
-Example:
+Examples:
+  extpack manifests ghcr.io/acme/header-filter:1.0.0 --config filter-config.json \\
+      --namespace bookinfo --selector app=productpage --kind wasmplugin > wasmplugin.yaml
   extpack manifests ghcr.io/acme/header-filter:1.0.0 --config filter-config.json \\
       --namespace bookinfo --selector app=productpage --target-ref Gateway/eg \\
+      --image-pull-secret registry-creds \\
       --module-url http://header-filter-module.bookinfo.svc.cluster.local/header_filter.wasm \\
       --output-dir manifests/"
     )]
@@ -214,7 +225,23 @@ Example:
         /// HTTPRoute/NAME (group gateway.networking.k8s.io)
         #[arg(long, value_name = "KIND/NAME", default_value = "Gateway/eg")]
         target_ref: String,
-        /// Write the four files here
+        /// The resources to write, comma-separated or repeated (default:
+        /// every kind the image and the flags allow)
+        #[arg(
+            long = "kind",
+            value_name = "KIND",
+            value_delimiter = ',',
+            ignore_case = true,
+            value_parser = clap::builder::PossibleValuesParser::new(mesh::Kind::ALL.map(mesh::Kind::name))
+        )]
+        kinds: Vec<String>,
+        /// A Secret in the resources' namespace holding the registry's
+        /// credentials (type kubernetes.io/dockerconfigjson): the WasmPlugin's
+        /// imagePullSecret and the EnvoyExtensionPolicy's
+        /// code.image.pullSecretRef (a ServiceMeshExtension has no such field)
+        #[arg(long, value_name = "NAME")]
+        image_pull_secret: Option<String>,
+        /// Write the files here
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
         /// Replace existing files in --output-dir
@@ -638,6 +665,8 @@ pub fn run(cli: Cli) -> Result<()> {
             image,
             module_url,
             target_ref,
+            kinds,
+            image_pull_secret,
             output_dir,
             force,
             registry,
@@ -672,6 +701,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 fields,
                 module_url,
                 target: target_ref.parse()?,
+                kinds: (!kinds.is_empty())
+                    .then(|| kinds.iter().map(|k| k.parse()).collect::<Result<_, _>>())
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
+                image_pull_secret: image_pull_secret.map(|s| s.parse()).transpose()?,
             };
             let image = match &image {
                 Some(text) => match source(text)? {
@@ -686,10 +720,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             };
             let manifests = Manifests::generate(&image, &inputs)?;
+            let documents = manifests.documents(&reference);
             match output_dir {
                 None => print!("{}", manifests.to_yaml_stream(&reference)),
                 Some(dir) => {
-                    let documents = manifests.documents(&reference);
                     if !force {
                         for (file, _) in &documents {
                             let path = dir.join(file);
@@ -706,13 +740,32 @@ pub fn run(cli: Cli) -> Result<()> {
                     for (file, text) in &documents {
                         output::write_file(&dir.join(file), text.as_bytes(), force)?;
                     }
+                    // `kubectl apply -f DIR` would apply a file this run did
+                    // not write as if it were current.
+                    for file in mesh::FILE_NAMES {
+                        let path = dir.join(file);
+                        if !documents.iter().any(|(f, _)| *f == file)
+                            && path.symlink_metadata().is_ok()
+                        {
+                            eprintln!(
+                                "note: {} is from an earlier run and was not rewritten: remove \
+                                 it before `kubectl apply -f {}`",
+                                path.display(),
+                                dir.display()
+                            );
+                        }
+                    }
+                    let written: Vec<&str> = documents.iter().map(|(f, _)| *f).collect();
                     println!(
                         "wrote {} for {}@{}",
-                        mesh::FILE_NAMES.join(", "),
+                        written.join(", "),
                         reference.whole(),
                         image.manifest_digest
                     );
                 }
+            }
+            for note in &manifests.notes {
+                eprintln!("note: {note}");
             }
         }
         Command::Render(args) => {

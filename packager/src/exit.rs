@@ -75,6 +75,7 @@ fn registry(e: &RegistryError) -> ExitKind {
 fn mesh(e: &MeshError) -> ExitKind {
     match e {
         MeshError::DigestMismatch { .. } => ExitKind::Integrity,
+        MeshError::EnvoyFilterNeedsModuleUrl(_) => ExitKind::Usage,
         MeshError::Image(i) => image(i),
         _ => ExitKind::Invalid,
     }

@@ -6,9 +6,14 @@
 //!
 //! Everything is generated from one checked [`Image`] (so every digest is the
 //! one that was read and verified) and one filter configuration that passed
-//! the filter's own validation. The resources are typed structs serialized
-//! with `serde_yaml`; YAML is never assembled from strings. This module does
-//! no I/O: the CLI reads the image and the files.
+//! the filter's own validation. The user chooses the kinds ([`Kind`]); a
+//! kind the image or the flags cannot serve is left out with a note when it
+//! was only a default, and refused when it was asked for. What a reader must
+//! know about the resources written (a field one of them cannot carry, what
+//! a mesh does to the configuration) comes back as notes, one line each. The
+//! resources are typed structs serialized with `serde_yaml`; YAML is never
+//! assembled from strings. This module does no I/O: the CLI reads the image
+//! and the files, and prints the notes.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,6 +49,57 @@ const NOTES: [&str; 4] = [
      # with the digest of the image manifest it pulls.\n",
 ];
 
+/// A resource `extpack manifests` can write (`--kind`), in [`FILE_NAMES`]
+/// order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    ServiceMeshExtension,
+    WasmPlugin,
+    EnvoyFilter,
+    EnvoyExtensionPolicy,
+}
+
+impl Kind {
+    /// Every kind, in the order files are printed.
+    pub const ALL: [Kind; 4] = [
+        Kind::ServiceMeshExtension,
+        Kind::WasmPlugin,
+        Kind::EnvoyFilter,
+        Kind::EnvoyExtensionPolicy,
+    ];
+
+    /// The `--kind` value: the resource's kind, lower-cased.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::ServiceMeshExtension => "servicemeshextension",
+            Kind::WasmPlugin => "wasmplugin",
+            Kind::EnvoyFilter => "envoyfilter",
+            Kind::EnvoyExtensionPolicy => "envoyextensionpolicy",
+        }
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    /// The `--kind` value, case-insensitive; the error lists the accepted
+    /// ones.
+    fn from_str(s: &str) -> Result<Kind, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Kind::ALL.map(Kind::name).to_vec();
+                format!("unknown kind {s:?}: accepted {}", names.join(", "))
+            })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// How long Envoy waits for one fetch of a remote module, and how often it
 /// retries.
 const FETCH_TIMEOUT: &str = "10s";
@@ -72,8 +128,12 @@ pub enum MeshError {
         "filter configuration must be a JSON object (it becomes spec.config and spec.pluginConfig)"
     )]
     ConfigNotObject,
-    #[error("{0}: the image has no module layer Envoy can fetch directly (its layer is a tar+gzip): publish with --format artifact, or host the module and pass --module-url (a server that answers 200 without redirects, e.g. in-cluster)")]
-    CompatNeedsModuleUrl(String),
+    #[error("--kind envoyfilter needs --module-url for {0}, a compat image: Envoy fetches the raw module itself over HTTP and accepts only a 200 answer (no redirects), and a compat layer is a tar+gzip; serve plugin.wasm from a server that answers 200 (e.g. in-cluster) and pass its URL, or publish with --format artifact")]
+    EnvoyFilterNeedsModuleUrl(String),
+    #[error("--kind servicemeshextension needs a compat image: {0} is an artifact image, which has no manifest.yaml, and Maistra's ServiceMeshExtension cannot load it; publish with --format compat (OpenShift Service Mesh 2.3 and later load either format through the WasmPlugin)")]
+    SmeNeedsCompat(String),
+    #[error("--image-pull-secret {0:?} is not a Kubernetes Secret name: use at most 253 lower-case letters, digits, '-' and '.', starting and ending with a letter or digit")]
+    PullSecret(String),
     #[error("--target-ref {0:?} is not KIND/NAME with KIND Gateway or HTTPRoute: e.g. --target-ref Gateway/eg")]
     TargetRef(String),
     #[error("--module-url {0:?} is not an http:// or https:// URL with a host")]
@@ -179,6 +239,9 @@ impl FromStr for Namespace {
 pub struct FilterConfig {
     value: serde_json::Value,
     text: String,
+    /// For Maistra's flat form (`{"name": "value", ...}`): the header names
+    /// in the order written, which is the order the filter appends them in.
+    flat_keys: Option<Vec<String>>,
 }
 
 impl FilterConfig {
@@ -194,7 +257,25 @@ impl FilterConfig {
         let text = serde_json::to_string(&value).expect("a JSON value serializes");
         header_filter::Plan::from_json(text.as_bytes())
             .map_err(|e| MeshError::Config(e.to_string()))?;
-        Ok(FilterConfig { value, text })
+        Ok(FilterConfig {
+            value,
+            text,
+            flat_keys: flat_keys(bytes),
+        })
+    }
+
+    /// For a flat-form configuration whose key order is not the sorted
+    /// order: the names as written and as a mesh delivers them (sorted).
+    /// `None` for every other configuration.
+    pub fn flat_order_changed(&self) -> Option<(&[String], Vec<&str>)> {
+        let written = self.flat_keys.as_deref()?;
+        let mut sorted: Vec<&str> = written.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        let same = written
+            .iter()
+            .map(String::as_str)
+            .eq(sorted.iter().copied());
+        (!same).then_some((written, sorted))
     }
 
     pub fn value(&self) -> &serde_json::Value {
@@ -204,6 +285,42 @@ impl FilterConfig {
     /// The compact JSON given to Envoy as the plugin configuration.
     pub fn text(&self) -> &str {
         &self.text
+    }
+}
+
+/// The keys of a configuration in the flat form, in document order. Called
+/// on a configuration the filter accepted, so a non-empty object whose
+/// values are all strings is the flat form (no field of Envoy's form, nor
+/// `mutations`, takes a string).
+fn flat_keys(bytes: &[u8]) -> Option<Vec<String>> {
+    use header_filter::json::Json;
+    let Ok(Json::Object(members)) = header_filter::json::parse(bytes) else {
+        return None;
+    };
+    let flat = !members.is_empty() && members.iter().all(|(_, v)| matches!(v, Json::String(_)));
+    flat.then(|| members.into_iter().map(|(k, _)| k).collect())
+}
+
+/// A Kubernetes Secret name (`--image-pull-secret`): a DNS-1123 subdomain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct SecretName(String);
+
+impl FromStr for SecretName {
+    type Err = MeshError;
+    fn from_str(s: &str) -> Result<SecretName, MeshError> {
+        let b = s.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 253
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'.'))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric();
+        if ok {
+            Ok(SecretName(s.to_string()))
+        } else {
+            Err(MeshError::PullSecret(s.to_string()))
+        }
     }
 }
 
@@ -259,6 +376,12 @@ pub struct MeshInputs {
     pub module_url: Option<String>,
     /// What the `EnvoyExtensionPolicy` attaches to.
     pub target: TargetRef,
+    /// The kinds asked for with `--kind`; `None` is every kind the image
+    /// and the flags can serve.
+    pub kinds: Option<Vec<Kind>>,
+    /// A `kubernetes.io/dockerconfigjson` Secret, in the resources'
+    /// namespace, with the registry's credentials.
+    pub image_pull_secret: Option<SecretName>,
 }
 
 /// A Gateway API object an `EnvoyExtensionPolicy` attaches to
@@ -289,13 +412,18 @@ impl FromStr for TargetRef {
     }
 }
 
-/// The generated resources.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The generated resources: those chosen and possible, the others `None`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Manifests {
-    pub service_mesh_extension: Resource<SmeSpec>,
-    pub wasm_plugin: Resource<WasmPluginSpec>,
-    pub envoy_filter: Resource<EnvoyFilterSpec>,
-    pub extension_policy: Resource<ExtensionPolicySpec>,
+    pub service_mesh_extension: Option<Resource<SmeSpec>>,
+    pub wasm_plugin: Option<Resource<WasmPluginSpec>>,
+    pub envoy_filter: Option<Resource<EnvoyFilterSpec>>,
+    pub extension_policy: Option<Resource<ExtensionPolicySpec>>,
+    /// The image manifest digest every resource pins (`sha256:...`).
+    pub manifest_digest: String,
+    /// One line each, for the user: resources left out and why, what a
+    /// resource cannot carry, what a mesh does to the configuration.
+    pub notes: Vec<String>,
 }
 
 /// `gateway.envoyproxy.io/v1alpha1` `EnvoyExtensionPolicySpec` (Envoy
@@ -338,6 +466,24 @@ pub struct GatewayWasmImage {
     /// The image manifest digest (hex): Envoy Gateway's `cache.go` compares
     /// it with the digest of the manifest it pulls.
     pub sha256: String,
+    /// The Secret with the registry's credentials (Envoy Gateway reads its
+    /// `.dockerconfigjson`).
+    #[serde(
+        rename = "pullSecretRef",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pull_secret_ref: Option<SecretObjectReference>,
+}
+
+/// Gateway API's `SecretObjectReference`, as `pullSecretRef` takes it:
+/// Envoy Gateway's CRD accepts only `kind: Secret` (its group defaults to
+/// the core group, its namespace to the policy's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretObjectReference {
+    pub kind: String,
+    pub name: String,
 }
 
 /// A Kubernetes object.
@@ -392,6 +538,10 @@ pub struct WasmPluginSpec {
     /// the image it pulls.
     pub sha256: String,
     pub image_pull_policy: String,
+    /// A Secret in the WasmPlugin's namespace holding a Docker pull secret
+    /// (`.dockerconfigjson`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secret: Option<String>,
     pub plugin_name: String,
     pub phase: IstioPhase,
     pub priority: i64,
@@ -596,7 +746,7 @@ fn repository(reference: &ImageRef) -> String {
 }
 
 impl Manifests {
-    /// Generates the three resources for `image`, to be found at
+    /// Generates the chosen resources for `image`, to be found at
     /// `inputs.reference`.
     pub fn generate(image: &Image, inputs: &MeshInputs) -> Result<Manifests, MeshError> {
         let reference = &inputs.reference;
@@ -610,39 +760,10 @@ impl Manifests {
             }
         }
         let format = image.format()?;
+        let mut notes = Vec::new();
+        let want = choose(format, inputs, &mut notes)?;
         let (name, phase, priority) = resolve_fields(image, format, inputs)?;
-        let module = image.module()?;
-        let module_sha256 = hex_of(&layer::sha256_digest(&module));
         let manifest_sha256 = hex_of(&image.manifest_digest);
-        let fetch = match (&inputs.module_url, format) {
-            (Some(url), _) => module_url_target(url)?,
-            (None, Format::Compat) => {
-                return Err(MeshError::CompatNeedsModuleUrl(reference.whole()))
-            }
-            (None, Format::Artifact) => {
-                let layer = image
-                    .manifest
-                    .layers()
-                    .iter()
-                    .find(|l| l.media_type().as_ref() == WASM_CONTENT_MEDIA_TYPE)
-                    .expect("an artifact image has a content layer");
-                let (scheme, default_port) = if inputs.plain_http {
-                    ("http", 80)
-                } else {
-                    ("https", 443)
-                };
-                let (host, port) = host_port(reference.registry(), default_port);
-                FetchTarget {
-                    uri: format!(
-                        "{scheme}://{}/v2/{}/blobs/{}",
-                        reference.registry(),
-                        reference.repository(),
-                        layer.digest()
-                    ),
-                    cluster: cluster_name(&host, port),
-                }
-            }
-        };
 
         let name = name.as_str().to_string();
         let metadata = Metadata {
@@ -656,21 +777,27 @@ impl Manifests {
             Some(tag) => format!("oci://{}:{tag}", repository(reference)),
             None => format!("oci://{}@{}", repository(reference), image.manifest_digest),
         };
+        let secret = inputs.image_pull_secret.as_ref().map(|s| s.0.clone());
 
-        let service_mesh_extension = Resource {
-            api_version: "maistra.io/v1".into(),
-            kind: "ServiceMeshExtension".into(),
-            metadata: metadata.clone(),
-            spec: SmeSpec {
-                image: format!("{}@{}", repository(reference), image.manifest_digest),
-                image_pull_policy: "IfNotPresent".into(),
-                workload_selector: labels.clone(),
-                phase,
-                priority: priority.0,
-                config: inputs.config.value().clone(),
-            },
-        };
-        let wasm_plugin = Resource {
+        let service_mesh_extension = want(Kind::ServiceMeshExtension).then(|| {
+            if inputs.image_pull_secret.is_some() {
+                notes.push(SME_NO_PULL_SECRET.to_string());
+            }
+            Resource {
+                api_version: "maistra.io/v1".into(),
+                kind: "ServiceMeshExtension".into(),
+                metadata: metadata.clone(),
+                spec: SmeSpec {
+                    image: format!("{}@{}", repository(reference), image.manifest_digest),
+                    image_pull_policy: "IfNotPresent".into(),
+                    workload_selector: labels.clone(),
+                    phase,
+                    priority: priority.0,
+                    config: inputs.config.value().clone(),
+                },
+            }
+        });
+        let wasm_plugin = want(Kind::WasmPlugin).then(|| Resource {
             api_version: "extensions.istio.io/v1alpha1".into(),
             kind: "WasmPlugin".into(),
             metadata: metadata.clone(),
@@ -681,131 +808,121 @@ impl Manifests {
                 url: oci_url.clone(),
                 sha256: manifest_sha256.clone(),
                 image_pull_policy: "IfNotPresent".into(),
+                image_pull_secret: secret.clone(),
                 plugin_name: name.clone(),
                 phase: IstioPhase::from_maistra(phase),
                 priority: i64::from(priority.0),
                 plugin_config: inputs.config.value().clone(),
             },
+        });
+        let envoy_filter = if want(Kind::EnvoyFilter) {
+            let fetch = fetch_target(image, format, inputs)?;
+            if inputs.module_url.is_none() {
+                notes.push(format!(
+                    "envoyfilter.yaml: Envoy fetches the module from the registry's blob URL {} \
+                     itself; that loads only where the registry answers it with 200, without a \
+                     redirect or a token (docker-registry with filesystem storage does; ghcr.io, \
+                     Docker Hub and registries on object storage redirect): otherwise serve the \
+                     module elsewhere and pass --module-url",
+                    fetch.uri
+                ));
+            }
+            if inputs.image_pull_secret.is_some() {
+                notes.push(ENVOYFILTER_NO_PULL_SECRET.to_string());
+            }
+            Some(envoy_filter(
+                &name,
+                metadata.clone(),
+                labels,
+                fetch,
+                hex_of(&layer::sha256_digest(&image.module()?)),
+                inputs.config.text(),
+            ))
+        } else {
+            None
         };
-        let envoy_filter = Resource {
-            api_version: "networking.istio.io/v1alpha3".into(),
-            kind: "EnvoyFilter".into(),
-            metadata: metadata.clone(),
-            spec: EnvoyFilterSpec {
-                workload_selector: labels,
-                config_patches: vec![ConfigPatch {
-                    apply_to: "HTTP_FILTER".into(),
-                    match_: PatchMatch {
-                        context: "SIDECAR_INBOUND".into(),
-                        listener: ListenerMatch {
-                            filter_chain: FilterChainMatch {
-                                filter: FilterMatch {
-                                    name: "envoy.filters.network.http_connection_manager".into(),
-                                    sub_filter: SubFilterMatch {
-                                        name: "envoy.filters.http.router".into(),
-                                    },
-                                },
+        let extension_policy = if want(Kind::EnvoyExtensionPolicy) {
+            let root_id = image
+                .runtime_root_ids()?
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| name.clone());
+            Some(Resource {
+                api_version: "gateway.envoyproxy.io/v1alpha1".into(),
+                kind: "EnvoyExtensionPolicy".into(),
+                metadata,
+                spec: ExtensionPolicySpec {
+                    target_refs: vec![inputs.target.clone()],
+                    wasm: vec![GatewayWasm {
+                        name,
+                        root_id,
+                        code: GatewayWasmCode {
+                            type_: "Image".into(),
+                            image: GatewayWasmImage {
+                                url: oci_url,
+                                sha256: manifest_sha256,
+                                pull_secret_ref: secret.map(|name| SecretObjectReference {
+                                    kind: "Secret".into(),
+                                    name,
+                                }),
                             },
                         },
-                    },
-                    patch: Patch {
-                        operation: "INSERT_BEFORE".into(),
-                        value: HttpFilter {
-                            name: name.clone(),
-                            typed_config: WasmFilter {
-                                type_url:
-                                    "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-                                        .into(),
-                                config: PluginConfig {
-                                    name: name.clone(),
-                                    root_id: name.clone(),
-                                    vm_config: VmConfig {
-                                        vm_id: name.clone(),
-                                        runtime: "envoy.wasm.runtime.v8".into(),
-                                        code: AsyncDataSource {
-                                            remote: RemoteDataSource {
-                                                http_uri: HttpUri {
-                                                    uri: fetch.uri,
-                                                    cluster: fetch.cluster,
-                                                    timeout: FETCH_TIMEOUT.into(),
-                                                },
-                                                sha256: module_sha256,
-                                                retry_policy: RetryPolicy {
-                                                    num_retries: FETCH_RETRIES,
-                                                },
-                                            },
-                                        },
-                                    },
-                                    configuration: StringValue {
-                                        type_url: "type.googleapis.com/google.protobuf.StringValue"
-                                            .into(),
-                                        value: inputs.config.text().to_string(),
-                                    },
-                                    failure_policy: "FAIL_CLOSED".into(),
-                                },
-                            },
-                        },
-                    },
-                }],
-            },
+                        config: inputs.config.value().clone(),
+                        fail_open: false,
+                    }],
+                },
+            })
+        } else {
+            None
         };
-        let root_id = image
-            .runtime_root_ids()?
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| name.clone());
-        let extension_policy = Resource {
-            api_version: "gateway.envoyproxy.io/v1alpha1".into(),
-            kind: "EnvoyExtensionPolicy".into(),
-            metadata: metadata.clone(),
-            spec: ExtensionPolicySpec {
-                target_refs: vec![inputs.target.clone()],
-                wasm: vec![GatewayWasm {
-                    name: name.clone(),
-                    root_id,
-                    code: GatewayWasmCode {
-                        type_: "Image".into(),
-                        image: GatewayWasmImage {
-                            url: oci_url.clone(),
-                            sha256: manifest_sha256.clone(),
-                        },
-                    },
-                    config: inputs.config.value().clone(),
-                    fail_open: false,
-                }],
-            },
-        };
+        if let Some((written, sorted)) = inputs.config.flat_order_changed() {
+            notes.push(flat_order_note(written, &sorted));
+        }
         Ok(Manifests {
             service_mesh_extension,
             wasm_plugin,
             envoy_filter,
             extension_policy,
+            manifest_digest: image.manifest_digest.clone(),
+            notes,
         })
     }
 
-    /// `(file name, YAML text)` for each resource, in [`FILE_NAMES`] order.
-    /// Each text starts with a comment naming the image it pins.
+    /// The kinds generated, in [`FILE_NAMES`] order.
+    pub fn kinds(&self) -> Vec<Kind> {
+        let present = [
+            self.service_mesh_extension.is_some(),
+            self.wasm_plugin.is_some(),
+            self.envoy_filter.is_some(),
+            self.extension_policy.is_some(),
+        ];
+        Kind::ALL
+            .into_iter()
+            .zip(present)
+            .filter_map(|(kind, here)| here.then_some(kind))
+            .collect()
+    }
+
+    /// `(file name, YAML text)` for each resource generated, in
+    /// [`FILE_NAMES`] order. Each text starts with a comment naming the image
+    /// it pins.
     pub fn documents(&self, reference: &ImageRef) -> Vec<(&'static str, String)> {
         let yaml = [
-            to_yaml(&self.service_mesh_extension),
-            to_yaml(&self.wasm_plugin),
-            to_yaml(&self.envoy_filter),
-            to_yaml(&self.extension_policy),
+            self.service_mesh_extension.as_ref().map(to_yaml),
+            self.wasm_plugin.as_ref().map(to_yaml),
+            self.envoy_filter.as_ref().map(to_yaml),
+            self.extension_policy.as_ref().map(to_yaml),
         ];
         let header = format!(
             "# Generated by `extpack manifests` for {} ({}); regenerate, do not edit.\n",
             reference.whole(),
-            self.service_mesh_extension
-                .spec
-                .image
-                .rsplit_once('@')
-                .map_or("", |(_, d)| d)
+            self.manifest_digest
         );
         FILE_NAMES
             .into_iter()
             .zip(NOTES)
             .zip(yaml)
-            .map(|((file, note), text)| (file, format!("{header}{note}{text}")))
+            .filter_map(|((file, note), text)| Some((file, format!("{header}{note}{}", text?))))
             .collect()
     }
 
@@ -816,6 +933,189 @@ impl Manifests {
             .map(|(_, text)| text)
             .collect::<Vec<_>>()
             .join("---\n")
+    }
+}
+
+/// Said when `--image-pull-secret` meets a ServiceMeshExtension.
+const SME_NO_PULL_SECRET: &str = "servicemeshextension.yaml has no pull-secret field: Maistra's \
+controller imports the image through an OpenShift ImageStreamImport in the control plane's \
+namespace, which uses the registry secrets of that namespace: create the secret there";
+
+/// Said when `--image-pull-secret` meets an EnvoyFilter.
+const ENVOYFILTER_NO_PULL_SECRET: &str = "envoyfilter.yaml carries no credentials: Envoy's remote \
+fetch sends none, so the module URL must answer without authentication";
+
+/// Which kinds to write: what `--kind` asked for (refusing one the image or
+/// the flags cannot serve), or every kind that can be written, with a note
+/// for each one left out.
+fn choose(
+    format: Format,
+    inputs: &MeshInputs,
+    notes: &mut Vec<String>,
+) -> Result<impl Fn(Kind) -> bool, MeshError> {
+    let reference = inputs.reference.whole();
+    let asked = |kind| inputs.kinds.as_ref().is_none_or(|k| k.contains(&kind));
+    let explicit = inputs.kinds.is_some();
+    let sme = format == Format::Compat;
+    let envoy_filter = inputs.module_url.is_some() || format == Format::Artifact;
+    if asked(Kind::ServiceMeshExtension) && !sme {
+        if explicit {
+            return Err(MeshError::SmeNeedsCompat(reference));
+        }
+        notes.push(format!(
+            "skipped servicemeshextension.yaml: {reference} is an artifact image, which Maistra's \
+             ServiceMeshExtension cannot load (it reads manifest.yaml from a compat image); \
+             OpenShift Service Mesh 2.3 and later load it through wasmplugin.yaml"
+        ));
+    }
+    if asked(Kind::EnvoyFilter) && !envoy_filter {
+        if explicit {
+            return Err(MeshError::EnvoyFilterNeedsModuleUrl(reference));
+        }
+        notes.push(
+            "skipped envoyfilter.yaml: the EnvoyFilter needs --module-url, an HTTP URL of the raw \
+             module that answers 200 (Envoy's remote fetch follows no redirect; a compat image's \
+             layer is a tar+gzip Envoy cannot load); the other resources pull the image themselves"
+                .to_string(),
+        );
+    }
+    if inputs.module_url.is_some() && !asked(Kind::EnvoyFilter) {
+        notes.push(
+            "--module-url is used only by envoyfilter.yaml, which --kind leaves out".to_string(),
+        );
+    }
+    let kinds = inputs.kinds.clone();
+    Ok(move |kind: Kind| {
+        let possible = match kind {
+            Kind::ServiceMeshExtension => sme,
+            Kind::EnvoyFilter => envoy_filter,
+            Kind::WasmPlugin | Kind::EnvoyExtensionPolicy => true,
+        };
+        possible && kinds.as_ref().is_none_or(|k| k.contains(&kind))
+    })
+}
+
+/// What a mesh does to a flat configuration's order, in one line.
+fn flat_order_note(written: &[String], sorted: &[&str]) -> String {
+    format!(
+        "the flat configuration appends its headers in key order, and a mesh hands the filter \
+         its keys sorted: {} (written: {}). Istio marshals pluginConfig with its keys sorted, \
+         and Kubernetes stores every resource's config that way; these files embed it sorted \
+         too, so all of them behave alike. Write the keys sorted, or use \
+         response_headers_to_add, a list, which keeps its order",
+        sorted.join(", "),
+        written.join(", ")
+    )
+}
+
+/// Where the EnvoyFilter's Envoy fetches the module: `--module-url`, or an
+/// artifact image's module blob in the registry.
+fn fetch_target(
+    image: &Image,
+    format: Format,
+    inputs: &MeshInputs,
+) -> Result<FetchTarget, MeshError> {
+    let reference = &inputs.reference;
+    match (&inputs.module_url, format) {
+        (Some(url), _) => module_url_target(url),
+        (None, Format::Compat) => Err(MeshError::EnvoyFilterNeedsModuleUrl(reference.whole())),
+        (None, Format::Artifact) => {
+            let layer = image
+                .manifest
+                .layers()
+                .iter()
+                .find(|l| l.media_type().as_ref() == WASM_CONTENT_MEDIA_TYPE)
+                .expect("an artifact image has a content layer");
+            let (scheme, default_port) = if inputs.plain_http {
+                ("http", 80)
+            } else {
+                ("https", 443)
+            };
+            let (host, port) = host_port(reference.registry(), default_port);
+            Ok(FetchTarget {
+                uri: format!(
+                    "{scheme}://{}/v2/{}/blobs/{}",
+                    reference.registry(),
+                    reference.repository(),
+                    layer.digest()
+                ),
+                cluster: cluster_name(&host, port),
+            })
+        }
+    }
+}
+
+/// The `EnvoyFilter`: Envoy's Wasm filter before the router of the inbound
+/// sidecar listeners, fetching the module from `fetch`.
+fn envoy_filter(
+    name: &str,
+    metadata: Metadata,
+    labels: Option<SmeWorkloadSelector>,
+    fetch: FetchTarget,
+    module_sha256: String,
+    config_text: &str,
+) -> Resource<EnvoyFilterSpec> {
+    Resource {
+        api_version: "networking.istio.io/v1alpha3".into(),
+        kind: "EnvoyFilter".into(),
+        metadata,
+        spec: EnvoyFilterSpec {
+            workload_selector: labels,
+            config_patches: vec![ConfigPatch {
+                apply_to: "HTTP_FILTER".into(),
+                match_: PatchMatch {
+                    context: "SIDECAR_INBOUND".into(),
+                    listener: ListenerMatch {
+                        filter_chain: FilterChainMatch {
+                            filter: FilterMatch {
+                                name: "envoy.filters.network.http_connection_manager".into(),
+                                sub_filter: SubFilterMatch {
+                                    name: "envoy.filters.http.router".into(),
+                                },
+                            },
+                        },
+                    },
+                },
+                patch: Patch {
+                    operation: "INSERT_BEFORE".into(),
+                    value: HttpFilter {
+                        name: name.to_string(),
+                        typed_config: WasmFilter {
+                            type_url:
+                                "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+                                    .into(),
+                            config: PluginConfig {
+                                name: name.to_string(),
+                                root_id: name.to_string(),
+                                vm_config: VmConfig {
+                                    vm_id: name.to_string(),
+                                    runtime: "envoy.wasm.runtime.v8".into(),
+                                    code: AsyncDataSource {
+                                        remote: RemoteDataSource {
+                                            http_uri: HttpUri {
+                                                uri: fetch.uri,
+                                                cluster: fetch.cluster,
+                                                timeout: FETCH_TIMEOUT.into(),
+                                            },
+                                            sha256: module_sha256,
+                                            retry_policy: RetryPolicy {
+                                                num_retries: FETCH_RETRIES,
+                                            },
+                                        },
+                                    },
+                                },
+                                configuration: StringValue {
+                                    type_url: "type.googleapis.com/google.protobuf.StringValue"
+                                        .into(),
+                                    value: config_text.to_string(),
+                                },
+                                failure_policy: "FAIL_CLOSED".into(),
+                            },
+                        },
+                    },
+                },
+            }],
+        },
     }
 }
 
@@ -884,6 +1184,8 @@ mod tests {
             fields: ManifestInput::default(),
             module_url: None,
             target: "Gateway/eg".parse().unwrap(),
+            kinds: None,
+            image_pull_secret: None,
         }
     }
 
@@ -913,12 +1215,15 @@ mod tests {
         i.target = "HTTPRoute/backend".parse().unwrap();
         i.module_url = Some("http://m.bookinfo.svc.cluster.local/f.wasm".into());
         let m = Manifests::generate(&img, &i).unwrap();
-        let spec = &m.extension_policy.spec;
+        let spec = &m.extension_policy.as_ref().unwrap().spec;
         assert_eq!(
-            m.extension_policy.api_version,
+            m.extension_policy.as_ref().unwrap().api_version,
             "gateway.envoyproxy.io/v1alpha1"
         );
-        assert_eq!(m.extension_policy.kind, "EnvoyExtensionPolicy");
+        assert_eq!(
+            m.extension_policy.as_ref().unwrap().kind,
+            "EnvoyExtensionPolicy"
+        );
         assert_eq!(spec.target_refs[0].group, "gateway.networking.k8s.io");
         assert_eq!(spec.target_refs[0].kind, "HTTPRoute");
         assert_eq!(spec.target_refs[0].name, "backend");
@@ -1009,17 +1314,174 @@ mod tests {
     }
 
     #[test]
-    fn compat_image_without_module_url_says_what_to_do() {
-        let err = Manifests::generate(&image(Format::Compat), &inputs("ghcr.io/x/y:1"))
-            .unwrap_err()
-            .to_string();
+    fn compat_image_without_module_url_skips_the_envoy_filter_and_says_why() {
+        let m = Manifests::generate(&image(Format::Compat), &inputs("ghcr.io/x/y:1")).unwrap();
         assert_eq!(
-            err,
-            "ghcr.io/x/y:1: the image has no module layer Envoy can fetch directly (its layer is a tar+gzip): \
-             publish with --format artifact, or host the module and pass --module-url \
-             (a server that answers 200 without redirects, e.g. in-cluster)"
+            m.kinds(),
+            [
+                Kind::ServiceMeshExtension,
+                Kind::WasmPlugin,
+                Kind::EnvoyExtensionPolicy
+            ]
+        );
+        assert_eq!(m.notes.len(), 1, "{:?}", m.notes);
+        assert!(
+            m.notes[0].starts_with("skipped envoyfilter.yaml: the EnvoyFilter needs --module-url"),
+            "{}",
+            m.notes[0]
+        );
+        assert!(m.notes[0].contains("answers 200"), "{}", m.notes[0]);
+        let files: Vec<&str> = m
+            .documents(&parse_reference("ghcr.io/x/y:1").unwrap())
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            files,
+            [
+                "servicemeshextension.yaml",
+                "wasmplugin.yaml",
+                "envoyextensionpolicy.yaml"
+            ]
+        );
+    }
+
+    #[test]
+    fn asking_for_the_envoy_filter_of_a_compat_image_without_module_url_is_an_error() {
+        let mut i = inputs("ghcr.io/x/y:1");
+        i.kinds = Some(vec![Kind::WasmPlugin, Kind::EnvoyFilter]);
+        let err = Manifests::generate(&image(Format::Compat), &i).unwrap_err();
+        assert!(matches!(err, MeshError::EnvoyFilterNeedsModuleUrl(_)));
+        let err = err.to_string();
+        assert!(
+            err.starts_with(
+                "--kind envoyfilter needs --module-url for ghcr.io/x/y:1, a compat image: "
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("accepts only a 200 answer (no redirects)"),
+            "{err}"
         );
         assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn kinds_choose_the_resources_in_file_order() {
+        let mut i = inputs("ghcr.io/x/y:1");
+        i.kinds = Some(vec![Kind::EnvoyExtensionPolicy, Kind::WasmPlugin]);
+        let m = Manifests::generate(&image(Format::Compat), &i).unwrap();
+        assert_eq!(m.kinds(), [Kind::WasmPlugin, Kind::EnvoyExtensionPolicy]);
+        assert!(m.notes.is_empty(), "{:?}", m.notes);
+        // --module-url with the EnvoyFilter left out is said to be unused.
+        i.module_url = Some("http://m.example/f.wasm".into());
+        let m = Manifests::generate(&image(Format::Compat), &i).unwrap();
+        assert_eq!(
+            m.notes,
+            ["--module-url is used only by envoyfilter.yaml, which --kind leaves out"]
+        );
+        for name in ["wasmplugin", "EnvoyFilter", "servicemeshextension"] {
+            assert_eq!(name.parse::<Kind>().unwrap().name(), name.to_lowercase());
+        }
+        assert_eq!(
+            "sme".parse::<Kind>().unwrap_err(),
+            "unknown kind \"sme\": accepted servicemeshextension, wasmplugin, envoyfilter, envoyextensionpolicy"
+        );
+    }
+
+    #[test]
+    fn artifact_image_gets_no_service_mesh_extension() {
+        let mut i = inputs("ghcr.io/x/y:1");
+        i.fields.phase = Some("PostAuthZ".into());
+        i.fields.priority = Some(ScalarText("1".into()));
+        let m = Manifests::generate(&image(Format::Artifact), &i).unwrap();
+        assert!(m.service_mesh_extension.is_none());
+        assert!(
+            m.notes[0].starts_with(
+                "skipped servicemeshextension.yaml: ghcr.io/x/y:1 is an artifact image, which \
+                 Maistra's ServiceMeshExtension cannot load"
+            ),
+            "{:?}",
+            m.notes
+        );
+        i.kinds = Some(vec![Kind::ServiceMeshExtension]);
+        let err = Manifests::generate(&image(Format::Artifact), &i).unwrap_err();
+        assert!(matches!(err, MeshError::SmeNeedsCompat(_)), "{err}");
+        assert!(err.to_string().contains("publish with --format compat"));
+    }
+
+    #[test]
+    fn pull_secret_goes_where_each_api_takes_it() {
+        let mut i = inputs("ghcr.io/x/y:1");
+        i.module_url = Some("http://m.example/f.wasm".into());
+        i.image_pull_secret = Some("registry-creds".parse().unwrap());
+        let m = Manifests::generate(&image(Format::Compat), &i).unwrap();
+        let wp = &m.wasm_plugin.as_ref().unwrap().spec;
+        assert_eq!(wp.image_pull_secret.as_deref(), Some("registry-creds"));
+        let eep = &m.extension_policy.as_ref().unwrap().spec.wasm[0].code.image;
+        assert_eq!(
+            eep.pull_secret_ref,
+            Some(SecretObjectReference {
+                kind: "Secret".into(),
+                name: "registry-creds".into()
+            })
+        );
+        let yaml = to_yaml(m.extension_policy.as_ref().unwrap());
+        assert!(
+            yaml.contains(
+                "        pullSecretRef:\n          kind: Secret\n          name: registry-creds\n"
+            ),
+            "{yaml}"
+        );
+        assert!(to_yaml(m.wasm_plugin.as_ref().unwrap())
+            .contains("\n  imagePullSecret: registry-creds\n"));
+        assert_eq!(m.notes, [SME_NO_PULL_SECRET, ENVOYFILTER_NO_PULL_SECRET]);
+        // Without the flag, neither field is written.
+        let m = Manifests::generate(&image(Format::Compat), &inputs("ghcr.io/x/y:1")).unwrap();
+        assert!(!to_yaml(m.wasm_plugin.as_ref().unwrap()).contains("imagePullSecret"));
+        assert!(!to_yaml(m.extension_policy.as_ref().unwrap()).contains("pullSecretRef"));
+        for bad in ["", "Creds", "creds_1", "-creds", "creds.", &"a".repeat(254)] {
+            let err = bad.parse::<SecretName>().unwrap_err().to_string();
+            assert!(
+                err.contains("is not a Kubernetes Secret name"),
+                "{bad}: {err}"
+            );
+        }
+        assert!("a.b-c".parse::<SecretName>().is_ok());
+    }
+
+    #[test]
+    fn flat_config_out_of_sorted_order_gets_a_note() {
+        let note = |config: &str| {
+            let mut i = inputs("ghcr.io/x/y:1");
+            i.config = FilterConfig::from_json(config.as_bytes()).unwrap();
+            i.kinds = Some(vec![Kind::WasmPlugin]);
+            Manifests::generate(&image(Format::Compat), &i)
+                .unwrap()
+                .notes
+        };
+        let notes = note(r#"{"x-c": "3", "x-a": "1", "x-b": "2"}"#);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("its keys sorted: x-a, x-b, x-c (written: x-c, x-a, x-b)"),
+            "{}",
+            notes[0]
+        );
+        assert!(
+            notes[0].contains("Istio marshals pluginConfig"),
+            "{}",
+            notes[0]
+        );
+        // Already sorted, a single key, or not the flat form: nothing to say.
+        for quiet in [
+            r#"{"x-a": "1", "x-b": "2"}"#,
+            r#"{"x-z": "1"}"#,
+            r#"{"response_headers_to_add": [{"header": {"key": "x-z", "value": "1"}},
+                                             {"header": {"key": "x-a", "value": "2"}}]}"#,
+            "{}",
+        ] {
+            assert!(note(quiet).is_empty(), "{quiet}");
+        }
     }
 
     #[test]
@@ -1028,7 +1490,7 @@ mod tests {
         i.module_url = Some("http://files.example:8080/header_filter.wasm".into());
         let img = image(Format::Compat);
         let m = Manifests::generate(&img, &i).unwrap();
-        let remote = &m.envoy_filter.spec.config_patches[0]
+        let remote = &m.envoy_filter.as_ref().unwrap().spec.config_patches[0]
             .patch
             .value
             .typed_config
@@ -1041,9 +1503,15 @@ mod tests {
             "http://files.example:8080/header_filter.wasm"
         );
         assert_eq!(remote.http_uri.cluster, "outbound|8080||files.example");
-        assert_eq!(m.service_mesh_extension.spec.phase, Phase::PostAuthZ);
-        assert_eq!(m.service_mesh_extension.spec.priority, 10);
-        assert_eq!(m.wasm_plugin.spec.phase, IstioPhase::STATS);
+        assert_eq!(
+            m.service_mesh_extension.as_ref().unwrap().spec.phase,
+            Phase::PostAuthZ
+        );
+        assert_eq!(m.service_mesh_extension.as_ref().unwrap().spec.priority, 10);
+        assert_eq!(
+            m.wasm_plugin.as_ref().unwrap().spec.phase,
+            IstioPhase::STATS
+        );
     }
 
     #[test]
@@ -1054,20 +1522,29 @@ mod tests {
         i.fields.priority = Some(ScalarText("-3".into()));
         let m = Manifests::generate(&img, &i).unwrap();
         let digest = &img.manifest_digest;
-        assert_eq!(
-            m.service_mesh_extension.spec.image,
-            format!("registry.example:5000/filters/header-filter@{digest}")
+        assert!(
+            m.service_mesh_extension.is_none(),
+            "Maistra loads only compat"
         );
         assert_eq!(
-            m.wasm_plugin.spec.url,
+            m.wasm_plugin.as_ref().unwrap().spec.url,
             "oci://registry.example:5000/filters/header-filter:1.0.0"
         );
-        assert_eq!(format!("sha256:{}", m.wasm_plugin.spec.sha256), *digest);
-        assert_eq!(m.wasm_plugin.spec.phase, IstioPhase::AUTHN);
-        assert_eq!(m.wasm_plugin.spec.priority, -3);
+        assert_eq!(
+            format!("sha256:{}", m.wasm_plugin.as_ref().unwrap().spec.sha256),
+            *digest
+        );
+        assert_eq!(
+            m.wasm_plugin.as_ref().unwrap().spec.phase,
+            IstioPhase::AUTHN
+        );
+        assert_eq!(m.wasm_plugin.as_ref().unwrap().spec.priority, -3);
         // The name comes from the image title when nothing else gives it.
-        assert_eq!(m.wasm_plugin.metadata.name, "header-filter");
-        let remote = &m.envoy_filter.spec.config_patches[0]
+        assert_eq!(
+            m.wasm_plugin.as_ref().unwrap().metadata.name,
+            "header-filter"
+        );
+        let remote = &m.envoy_filter.as_ref().unwrap().spec.config_patches[0]
             .patch
             .value
             .typed_config
@@ -1083,7 +1560,7 @@ mod tests {
         assert_eq!(remote.http_uri.cluster, "outbound|5000||registry.example");
         assert_eq!(format!("sha256:{}", remote.sha256), layer);
         let stream = m.to_yaml_stream(&i.reference);
-        assert_eq!(stream.matches("\n---\n").count(), 3, "{stream}");
+        assert_eq!(stream.matches("\n---\n").count(), 2, "{stream}");
     }
 
     #[test]
@@ -1113,7 +1590,7 @@ mod tests {
         i.fields.phase = Some("PostStats".into());
         i.fields.priority = Some(ScalarText("1".into()));
         let m = Manifests::generate(&image(Format::Artifact), &i).unwrap();
-        let remote = &m.envoy_filter.spec.config_patches[0]
+        let remote = &m.envoy_filter.as_ref().unwrap().spec.config_patches[0]
             .patch
             .value
             .typed_config

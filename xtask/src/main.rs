@@ -24,8 +24,8 @@ mod test;
 
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: cargo xtask <setup | build-filter | test [CARGO TEST ARGS...] | demo | bench [OPTIONS]>";
+const USAGE: &str = "usage: cargo xtask <setup | build-filter | test [CARGO TEST ARGS...] | \
+demo [--config FILE.json [--request 'METHOD PATH' [-H 'NAME: VALUE']...]...] | bench [OPTIONS]>";
 
 fn main() -> ExitCode {
     // Called by rustc as the filter's linker (see link.rs).
@@ -75,8 +75,7 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "demo" => {
-            takes_no_args(job)?;
-            demo::run()?;
+            demo::run(rest)?;
             Ok(ExitCode::SUCCESS)
         }
         "-h" | "--help" | "help" => {
