@@ -52,7 +52,7 @@ pub(crate) const LEVEL_FIELDS: &[&str] = &[
     "request_headers_to_remove",
     "response_headers_to_remove",
 ];
-const FIELDS: &[&str] = &[
+pub(crate) const FIELDS: &[&str] = &[
     "request_headers_to_add",
     "response_headers_to_add",
     "request_headers_to_remove",

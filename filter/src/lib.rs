@@ -16,6 +16,7 @@ pub mod mutation;
 pub mod offline;
 pub mod plan;
 pub mod route;
+pub mod warning;
 
 #[cfg(target_arch = "wasm32")]
 mod alloc;
