@@ -415,8 +415,8 @@ fn yaml_hint(_: &[u8]) -> &'static str {
 /// Whether the first line that is not blank or a `#` comment opens a YAML
 /// document, list item or mapping (`---`, `- `, `key:`). JSON starts with
 /// `{`, `[`, `"` or a scalar, and never has a comment.
+#[cfg(not(target_arch = "wasm32"))]
 fn looks_like_yaml(bytes: &[u8]) -> bool {
-    // Bytes, not `str`: `str::trim` would bring Unicode tables into the module.
     let Some(first) = bytes
         .split(|&b| b == b'\n')
         .map(<[u8]>::trim_ascii)
