@@ -79,7 +79,12 @@ fn a_pattern_removal_leaves_x_forwarded_proto_so_the_request_is_routed() {
     .unwrap();
 
     let filter = get(&envoy, "filter");
-    assert_eq!(filter.status, 200, "the filter's pattern: {}", filter.text());
+    assert_eq!(
+        filter.status,
+        200,
+        "the filter's pattern: {}",
+        filter.text()
+    );
     assert_eq!(filter.echoed("x-forwarded-proto"), ["http"]);
     assert!(filter.echoed("x-debug").is_empty(), "x-debug removed");
 

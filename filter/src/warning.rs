@@ -18,6 +18,7 @@ use std::fmt;
 use crate::config::{
     Config, ConfigError, Rules, FIELDS, FORWARDED_PROTO, REMOVE_IN_ROUTE, REROUTE,
 };
+use crate::format::Side;
 use crate::json::{self, Json};
 use crate::mutation::HeaderMutation;
 
@@ -43,6 +44,10 @@ pub struct Warning {
     /// The JSON path of the item, as in [`ConfigError`].
     pub path: String,
     pub message: String,
+    /// The header it is about, and on which side (for a tool that shows
+    /// headers, such as `extpack render`).
+    pub header: &'static str,
+    pub side: Side,
 }
 
 impl fmt::Display for Warning {
@@ -84,6 +89,8 @@ fn warnings(config: &Config, flat: bool) -> Vec<Warning> {
                             "leaves {FORWARDED_PROTO} on requests although the matcher matches \
                              it: {REROUTE}; {REMOVE_IN_ROUTE}"
                         ),
+                        header: FORWARDED_PROTO,
+                        side: Side::Request,
                     });
                 }
             }
@@ -151,6 +158,8 @@ fn removed(path: String) -> Warning {
     Warning {
         path,
         message: SERVER_REMOVED.to_string(),
+        header: SERVER,
+        side: Side::Response,
     }
 }
 
@@ -158,6 +167,8 @@ fn written(path: String) -> Warning {
     Warning {
         path,
         message: SERVER_WRITTEN.to_string(),
+        header: SERVER,
+        side: Side::Response,
     }
 }
 
