@@ -408,6 +408,8 @@ pub struct Report {
     pub route_label: Option<String>,
     pub request: SideReport,
     pub response: Option<SideReport>,
+    /// What render assumed for this request where it was not told.
+    pub notes: Vec<String>,
     /// The configuration's warnings ([`Config::parse_with_warnings`]).
     pub warnings: Vec<String>,
 }
@@ -492,6 +494,22 @@ impl Renderer {
         let before = stream.clone();
         let run = stream.run(&self.plan, exchange.status.is_some());
         let route = run.route.map(usize::from);
+        // Routes are tried in order up to the one taken.
+        let tried = route.map_or(self.config.routes.len(), |i| i + 1);
+        let notes = match exchange.route_name {
+            Some(_) => Vec::new(),
+            None => self.config.routes[..tried]
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.matcher.route_name.is_some())
+                .map(|(i, _)| {
+                    format!(
+                        "routes[{i}] matches on route_name and no route name was given \
+                         (--route-name): it did not match"
+                    )
+                })
+                .collect(),
+        };
         let mut report = Report {
             line: None,
             case: None,
@@ -501,6 +519,7 @@ impl Renderer {
             response: run
                 .response
                 .map(|_| compare(&before, &stream, Side::Response)),
+            notes,
             warnings: self.warnings.iter().map(ToString::to_string).collect(),
         };
         self.annotate(&mut report);
@@ -591,6 +610,9 @@ impl Report {
             (Some(i), Some(name)) => out.push_str(&format!("route: routes[{i}] {name:?}\n")),
             (Some(i), None) => out.push_str(&format!("route: routes[{i}]\n")),
             (None, _) => out.push_str("route: none (the top level only)\n"),
+        }
+        for note in &self.notes {
+            out.push_str(&format!("note: {note}\n"));
         }
         out.push_str("request headers (as they leave the filter):\n");
         write_side(&mut out, &self.request);
@@ -1010,6 +1032,34 @@ mod tests {
         assert!(report.warnings[0].starts_with(
             "mutations.request_mutations[0].remove_on_match: leaves x-forwarded-proto"
         ));
+    }
+
+    #[test]
+    fn a_route_name_matcher_without_a_route_name_is_noted() {
+        let config = br#"{"routes": [
+            {"match": {"path": "/a"}},
+            {"match": {"route_name": {"exact": "r1"}}},
+            {"match": {"prefix": "/"}},
+            {"match": {"route_name": {"prefix": "r"}}}]}"#;
+        let report = render(config, &exchange("GET", "/b")).unwrap();
+        assert_eq!(report.route, Some(2));
+        assert_eq!(
+            report.notes,
+            [
+                "routes[1] matches on route_name and no route name was given (--route-name): \
+              it did not match"
+            ]
+        );
+        assert!(report.to_text().starts_with(
+            "route: routes[2]\nnote: routes[1] matches on route_name and no route name"
+        ));
+        let mut e = exchange("GET", "/b");
+        e.route_name = Some("r1".into());
+        let report = render(config, &e).unwrap();
+        assert_eq!(report.route, Some(1));
+        assert!(report.notes.is_empty());
+        let report = render(config, &exchange("GET", "/a")).unwrap();
+        assert!(report.notes.is_empty());
     }
 
     #[test]
