@@ -21,6 +21,9 @@ use header_filter::warning::{Warning, SERVER};
 use header_filter::{Config, Plan};
 use serde::{Deserialize, Serialize};
 
+/// Attributes by path, as the host serializes them.
+pub type Properties = Vec<(&'static [u8], Vec<u8>)>;
+
 /// The request and response to run, with every attribute the filter may
 /// read that render knows (the rest render as not computed).
 #[derive(Debug, Clone, Default)]
@@ -39,7 +42,7 @@ pub struct Exchange {
     pub route_name: Option<String>,
     /// Attributes formatters read, by path (`attribute::SOURCE_ADDRESS`...),
     /// as the host serializes them.
-    pub properties: Vec<(&'static [u8], Vec<u8>)>,
+    pub properties: Properties,
     /// The response status; `None` runs the request side only.
     pub status: Option<u16>,
     pub response_headers: Vec<(String, String)>,
@@ -146,7 +149,7 @@ pub struct Surroundings {
 impl Surroundings {
     /// The attributes these give, with the ports split out as Envoy's
     /// integer attributes.
-    pub fn properties(&self) -> Result<Vec<(&'static [u8], Vec<u8>)>, RenderError> {
+    pub fn properties(&self) -> Result<Properties, RenderError> {
         let mut out = vec![
             (
                 attribute::REQUEST_PROTOCOL,
