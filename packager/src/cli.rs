@@ -313,7 +313,8 @@ pub struct RenderArgs {
     #[arg(
         long = "response-header",
         value_name = "NAME: VALUE",
-        requires = "status"
+        requires = "status",
+        conflicts_with = "requests"
     )]
     response_headers: Vec<String>,
     /// Run every request of this file (one per line; see above), or - for
