@@ -1140,6 +1140,19 @@ HEAD '/x?a=1' --route-name r1
     }
 
     #[test]
+    fn the_readmes_requests_file_parses() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let start = readme
+            .find("# cases.txt\n")
+            .expect("the README's cases.txt");
+        let end = start + readme[start..].find("```").unwrap();
+        let cases = parse_requests(&readme[start..end]).unwrap();
+        assert_eq!(cases.len(), 3);
+        assert_eq!(cases[2].described.route_name.as_deref(), Some("health"));
+    }
+
+    #[test]
     fn a_bad_requests_line_is_named_with_its_number() {
         for (text, expected) in [
             (
