@@ -12,6 +12,7 @@
 //! - `server`: the connection manager writes it after the filter chain
 //!   (`server_header_transformation`, OVERWRITE by default), so a filter's
 //!   removal holds only with PASS_THROUGH; `extpack validate` says so.
+//!   It writes `date` after the filters too, when absent.
 
 use e2e::extpack::extpack;
 use e2e::{envoy_yaml, http, paths, EchoUpstream, Envoy, Response, StartError};
@@ -212,9 +213,21 @@ fn envoy_writes_server_after_the_filter_unless_passed_through() {
             listener_with("remove-append-if-absent", &wasm(&remove), absent),
             listener_with("set", &wasm(&set), default),
             listener_with("set-append-if-absent", &wasm(&set), absent),
+            envoy_yaml::listener_yaml(
+                "remove-date",
+                &wasm(&json!({"response_headers_to_remove": ["date"]})),
+            ),
         ],
     )
     .unwrap();
+    // `date` too is written after the filters, when absent.
+    let response = get(&envoy, "remove-date");
+    assert_eq!(
+        response.header_all("date").len(),
+        1,
+        "{:?}",
+        response.headers
+    );
     for (listener, server) in [
         // The default: the filter's removal is undone.
         ("remove", &["envoy"][..]),
@@ -235,6 +248,14 @@ fn envoy_writes_server_after_the_filter_unless_passed_through() {
             "warning: response_headers_to_remove[0]: Envoy's connection manager writes server \
              after the filters"
         ) && out.contains("server_header_transformation: PASS_THROUGH"),
+        "{out}"
+    );
+    let out = validate(&json!({"response_headers_to_remove": ["date"]}));
+    assert!(
+        out.contains(
+            "warning: response_headers_to_remove[0]: Envoy's connection manager writes date \
+             after the filters when it is absent"
+        ),
         "{out}"
     );
     let out = validate(&set);

@@ -6,6 +6,8 @@
 //!   after the filter chain (`ConnectionManagerImpl::ActiveStream::
 //!   encodeHeaders`, per `server_header_transformation`: OVERWRITE by
 //!   default), so a filter's removal or value does not reach the client.
+//! - `date` on the response side: written after the filter chain when
+//!   absent, so a filter's removal does not reach the client.
 //! - `x-forwarded-proto` on the request side: a `remove_on_match` that
 //!   matches it leaves it (see [`crate::config::FORWARDED_PROTO`]; explicit
 //!   removals are refused instead).
@@ -36,6 +38,14 @@ pub const SERVER_WRITTEN: &str = "Envoy's connection manager writes server after
 with server_header_transformation OVERWRITE (the default) it replaces this value with \
 server_name (\"envoy\" unless set); set server_header_transformation: APPEND_IF_ABSENT or \
 PASS_THROUGH on the HTTP connection manager for it to hold, or set server_name there instead";
+
+/// The response header Envoy's connection manager writes after the
+/// filters when it is absent.
+pub const DATE: &str = "date";
+
+/// Why a removal of [`DATE`] does not reach the client.
+pub const DATE_REMOVED: &str = "Envoy's connection manager writes date after the filters when \
+it is absent, so this removal does not reach the client (no setting stops it)";
 
 /// One thing a configuration does that Envoy undoes or that the filter
 /// does differently from what it says.
@@ -101,11 +111,13 @@ fn warnings(config: &Config, flat: bool) -> Vec<Warning> {
                 HeaderMutation::Append(rule) if rule.name.as_str() == SERVER => {
                     out.push(written(format!("{path}.append.header.key")))
                 }
-                HeaderMutation::Remove(name) if name.as_str() == SERVER => {
-                    out.push(removed(format!("{path}.remove")))
+                HeaderMutation::Remove(name) => {
+                    removals(&mut out, &format!("{path}.remove"), |h| name.as_str() == h)
                 }
-                HeaderMutation::RemoveOnMatch(matcher) if matcher.matches(SERVER.as_bytes()) => {
-                    out.push(removed(format!("{path}.remove_on_match")))
+                HeaderMutation::RemoveOnMatch(matcher) => {
+                    removals(&mut out, &format!("{path}.remove_on_match"), |h| {
+                        matcher.matches(h.as_bytes())
+                    })
                 }
                 _ => {}
             }
@@ -148,18 +160,26 @@ fn response_level(out: &mut Vec<Warning>, prefix: &str, rules: &Rules) {
         }
     }
     for (j, name) in rules.remove.iter().enumerate() {
-        if name.as_str() == SERVER {
-            out.push(removed(format!("{prefix}response_headers_to_remove[{j}]")));
-        }
+        removals(
+            out,
+            &format!("{prefix}response_headers_to_remove[{j}]"),
+            |h| name.as_str() == h,
+        );
     }
 }
 
-fn removed(path: String) -> Warning {
-    Warning {
-        path,
-        message: SERVER_REMOVED.to_string(),
-        header: SERVER,
-        side: Side::Response,
+/// The warnings of a response removal at `path` that takes the headers
+/// `removes` says yes to.
+fn removals(out: &mut Vec<Warning>, path: &str, removes: impl Fn(&str) -> bool) {
+    for (header, message) in [(SERVER, SERVER_REMOVED), (DATE, DATE_REMOVED)] {
+        if removes(header) {
+            out.push(Warning {
+                path: path.to_string(),
+                message: message.to_string(),
+                header,
+                side: Side::Response,
+            });
+        }
     }
 }
 
@@ -187,7 +207,7 @@ mod tests {
         let other = r#"{"header":{"key":"x-a","value":"1"}}"#;
         let json = format!(
             r#"{{"response_headers_to_add":[{other},{add}],
-                "response_headers_to_remove":["x-powered-by","server"],
+                "response_headers_to_remove":["x-powered-by","server","Date"],
                 "request_headers_to_add":[{add}],
                 "response_rules":[{{"response_headers_to_remove":["server"]}}],
                 "routes":[{{"match":{{}},"response_headers_to_add":[{add}],
@@ -199,6 +219,7 @@ mod tests {
             [
                 "response_headers_to_add[1].header.key",
                 "response_headers_to_remove[1]",
+                "response_headers_to_remove[2]",
                 "response_rules[0].response_headers_to_remove[0]",
                 "routes[0].response_headers_to_add[0].header.key",
                 "routes[0].response_rules[0].response_headers_to_add[0].header.key",
@@ -239,7 +260,9 @@ mod tests {
                 {"remove":"server"},
                 {"append":{"header":{"key":"server","value":"x"}}},
                 {"remove_on_match":{"key_matcher":{"suffix":"ver"}}},
-                {"remove_on_match":{"key_matcher":{"prefix":"x-"}}}]}}"#;
+                {"remove_on_match":{"key_matcher":{"prefix":"x-"}}},
+                {"remove":"date"},
+                {"remove_on_match":{"key_matcher":{"safe_regex":{"regex":".*"}}}}]}}"#;
         assert_eq!(
             paths(json),
             [
@@ -248,6 +271,9 @@ mod tests {
                 "mutations.response_mutations[0].remove",
                 "mutations.response_mutations[1].append.header.key",
                 "mutations.response_mutations[2].remove_on_match",
+                "mutations.response_mutations[4].remove",
+                "mutations.response_mutations[5].remove_on_match",
+                "mutations.response_mutations[5].remove_on_match",
             ]
         );
         let (_, warnings) = Config::parse_with_warnings(json.as_bytes()).unwrap();
@@ -257,6 +283,18 @@ mod tests {
                 "leaves x-forwarded-proto on requests although the matcher matches it: \
                  {REROUTE}; {REMOVE_IN_ROUTE}"
             )
+        );
+        let last: Vec<(&str, &str)> = warnings[5..]
+            .iter()
+            .map(|w| (w.header, w.message.as_str()))
+            .collect();
+        assert_eq!(
+            last,
+            [
+                (DATE, DATE_REMOVED),
+                (SERVER, SERVER_REMOVED),
+                (DATE, DATE_REMOVED)
+            ]
         );
     }
 }

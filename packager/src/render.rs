@@ -17,7 +17,7 @@ use clap::Parser;
 use header_filter::config::{ConfigError, FORWARDED_PROTO};
 use header_filter::format::{attribute, Side};
 use header_filter::offline::{not_computed, MemoryStream};
-use header_filter::warning::{Warning, SERVER};
+use header_filter::warning::{Warning, DATE, SERVER};
 use header_filter::{Config, Plan};
 use serde::{Deserialize, Serialize};
 
@@ -423,6 +423,9 @@ const SERVER_REMOVED_NOTE: &str =
 const SERVER_WRITTEN_NOTE: &str =
     "Envoy's connection manager replaces it after the filters unless \
      server_header_transformation is APPEND_IF_ABSENT or PASS_THROUGH: see the warning";
+const DATE_REMOVED_NOTE: &str =
+    "removed by the filter, but Envoy's connection manager writes date after the filters when \
+     it is absent: see the warning";
 const FORWARDED_PROTO_NOTE: &str =
     "left by the filter's remove_on_match: Envoy routes on it after the filter; see the warning";
 /// The value of the `x-request-id` Envoy generates, which render cannot.
@@ -543,15 +546,20 @@ impl Renderer {
         }
         if let Some(response) = &mut report.response {
             for e in &mut response.headers {
-                if e.name != SERVER || !warned(Side::Response, SERVER) {
+                let (removed, written) = match e.name.as_str() {
+                    SERVER => (SERVER_REMOVED_NOTE, Some(SERVER_WRITTEN_NOTE)),
+                    DATE => (DATE_REMOVED_NOTE, None),
+                    _ => continue,
+                };
+                if !warned(Side::Response, &e.name) {
                     continue;
                 }
                 match e.change {
                     "removed" => {
                         e.change = "kept";
-                        e.note = Some(SERVER_REMOVED_NOTE);
+                        e.note = Some(removed);
                     }
-                    "added" => e.note = Some(SERVER_WRITTEN_NOTE),
+                    "added" => e.note = written,
                     _ => {}
                 }
             }
@@ -975,6 +983,19 @@ mod tests {
             ("server".into(), "envoy".into()),
             ("x-powered-by".into(), "php".into()),
         ];
+        let dated = render(
+            br#"{"response_headers_to_remove": ["date"]}"#,
+            &Exchange {
+                response_headers: vec![("date".into(), "Thu, 29 Feb 2024 13:04:05 GMT".into())],
+                ..e.clone()
+            },
+        )
+        .unwrap();
+        let date = &dated.response.as_ref().unwrap().headers[1];
+        assert_eq!(
+            (date.name.as_str(), date.change, date.note),
+            ("date", "kept", Some(DATE_REMOVED_NOTE))
+        );
         let report = render(config, &e).unwrap();
         let response = report.response.as_ref().unwrap();
         let server = response
