@@ -11,7 +11,7 @@ use std::fmt;
 
 use crate::json::{self, Json};
 
-use crate::format::{Format, Side};
+use crate::format::{Command, Format, Segment, Side};
 use crate::mutation::Mutations;
 use crate::route::{ResponseRule, Route};
 
@@ -22,6 +22,29 @@ pub const MAX_ENTRIES: usize = 1000;
 /// Longest header name or value, as Envoy's `HeaderValue` allows.
 pub const MAX_HEADER_BYTES: usize = 16384;
 
+/// The request header Envoy's router needs after this filter ran: every
+/// request-header write of a Wasm filter clears Envoy's route cache, and
+/// the router's next look-up gives no route (404) to a request whose
+/// `x-forwarded-proto` is missing or empty (Envoy's
+/// `VirtualHostImpl::getRouteFromEntries`). So explicit removals and empty
+/// overwrites of it are refused, and pattern removals leave it alone.
+pub const FORWARDED_PROTO: &str = "x-forwarded-proto";
+/// Why [`FORWARDED_PROTO`] must stay, for messages.
+pub(crate) const REROUTE: &str = "Envoy chooses the route again after a Wasm filter changes \
+request headers, and a request whose x-forwarded-proto is missing or empty gets no route (404)";
+/// What to do instead of removing [`FORWARDED_PROTO`] here.
+pub(crate) const REMOVE_IN_ROUTE: &str = "remove it in the route instead (Envoy's route \
+request_headers_to_remove, Istio's VirtualService headers.request.remove), which acts after \
+routing";
+
+/// The refusal of an explicit removal of [`FORWARDED_PROTO`] at `path`.
+pub(crate) fn forwarded_proto_removed(path: &str) -> ConfigError {
+    ConfigError::new(
+        path,
+        format!("{FORWARDED_PROTO} may not be removed from requests: {REROUTE}; {REMOVE_IN_ROUTE}"),
+    )
+}
+
 /// The header fields of one level (top, route), as Envoy names them.
 pub(crate) const LEVEL_FIELDS: &[&str] = &[
     "request_headers_to_add",
@@ -29,7 +52,7 @@ pub(crate) const LEVEL_FIELDS: &[&str] = &[
     "request_headers_to_remove",
     "response_headers_to_remove",
 ];
-const FIELDS: &[&str] = &[
+pub(crate) const FIELDS: &[&str] = &[
     "request_headers_to_add",
     "response_headers_to_add",
     "request_headers_to_remove",
@@ -301,8 +324,7 @@ impl Config {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Config::default());
         }
-        let value =
-            json::parse(bytes).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
+        let value = json::parse(bytes).map_err(|e| invalid_json(bytes, &e))?;
         let Json::Object(object) = value else {
             return Err(ConfigError::new(
                 "",
@@ -368,6 +390,58 @@ impl Config {
     }
 }
 
+/// The refusal of input that is not JSON.
+fn invalid_json(bytes: &[u8], error: &json::SyntaxError) -> ConfigError {
+    ConfigError::new("", format!("invalid JSON: {error}{}", yaml_hint(bytes)))
+}
+
+/// Off the module (in `extpack`), YAML, what Kubernetes resources and
+/// Envoy bootstraps are written in, gets a hint; the module leaves it out
+/// (about 1 KB of its size budget).
+#[cfg(not(target_arch = "wasm32"))]
+fn yaml_hint(bytes: &[u8]) -> &'static str {
+    if looks_like_yaml(bytes) {
+        " (this looks like YAML; the filter takes JSON: convert it, e.g. with yq -o=json)"
+    } else {
+        ""
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn yaml_hint(_: &[u8]) -> &'static str {
+    ""
+}
+
+/// Whether the first line that is not blank or a `#` comment opens a YAML
+/// document, list item or mapping (`---`, `- `, `key:`). JSON starts with
+/// `{`, `[`, `"` or a scalar, and never has a comment.
+#[cfg(not(target_arch = "wasm32"))]
+fn looks_like_yaml(bytes: &[u8]) -> bool {
+    let Some(first) = bytes
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .find(|line| !line.is_empty() && line[0] != b'#')
+    else {
+        // Nothing but comments: a YAML document.
+        return bytes.trim_ascii_start().first() == Some(&b'#');
+    };
+    if first == b"---" || first == b"-" || first.starts_with(b"- ") {
+        return true;
+    }
+    let Some(colon) = first.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let key = first[..colon]
+        .strip_prefix(b"\"")
+        .and_then(|k| k.strip_suffix(b"\""))
+        .unwrap_or(&first[..colon]);
+    !key.is_empty()
+        && key
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && matches!(first.get(colon + 1), None | Some(b' '))
+}
+
 fn parse_envoy_form(object: &[(String, Json)]) -> Result<Config, ConfigError> {
     let mut config = Config::default();
     for (key, value) in object {
@@ -402,7 +476,16 @@ pub(crate) fn parse_level_field(
     match key {
         "request_headers_to_add" => request.add = parse_rules(path, value, Side::Request)?,
         "response_headers_to_add" => response.add = parse_rules(path, value, Side::Response)?,
-        "request_headers_to_remove" => request.remove = parse_names(path, value)?,
+        "request_headers_to_remove" => {
+            request.remove = parse_names(path, value)?;
+            if let Some(i) = request
+                .remove
+                .iter()
+                .position(|n| n.as_str() == FORWARDED_PROTO)
+            {
+                return Err(forwarded_proto_removed(&item_path(path, i)));
+            }
+        }
         _ => response.remove = parse_names(path, value)?,
     }
     Ok(())
@@ -576,6 +659,23 @@ pub(crate) fn parse_rule(path: &str, value: &Json, side: Side) -> Result<HeaderR
         (None, Some(true)) | (None, None) => AppendAction::AppendIfExistsOrAdd,
         (None, Some(false)) => AppendAction::OverwriteIfExistsOrAdd,
     };
+    if side == Side::Request
+        && keep_empty_value
+        && name.as_str() == FORWARDED_PROTO
+        && matches!(
+            action,
+            AppendAction::OverwriteIfExistsOrAdd | AppendAction::OverwriteIfExists
+        )
+        && can_render_empty(&value)
+    {
+        return Err(ConfigError::new(
+            &field_path(path, "keep_empty_value"),
+            format!(
+                "would write {FORWARDED_PROTO} empty: {REROUTE}; drop keep_empty_value \
+                 (an empty value is then not written)"
+            ),
+        ));
+    }
     Ok(HeaderRule {
         name,
         value,
@@ -604,6 +704,15 @@ fn parse_header(path: &str, value: &Json, side: Side) -> Result<(HeaderName, For
     let format =
         Format::parse(text, side).map_err(|e| ConfigError::new(&value_path, e.to_string()))?;
     Ok((name, format))
+}
+
+/// Whether `value` may render as nothing: it holds no literal text.
+fn can_render_empty(value: &Format) -> bool {
+    value.segments().iter().all(|segment| match segment {
+        Segment::Literal(text) => text.is_empty(),
+        Segment::Command(Command::Constant { value, .. }) => value.is_empty(),
+        Segment::Command(_) => true,
+    })
 }
 
 fn parse_names(path: &str, value: &Json) -> Result<Vec<HeaderName>, ConfigError> {
@@ -862,6 +971,126 @@ mod tests {
                 "{json}\n  got:      {got}\n  expected: {expected}"
             );
         }
+    }
+
+    #[test]
+    fn x_forwarded_proto_may_not_be_removed_or_emptied_on_requests() {
+        let remove = format!(
+            "x-forwarded-proto may not be removed from requests: {REROUTE}; {REMOVE_IN_ROUTE}"
+        );
+        let empty = format!(
+            "would write x-forwarded-proto empty: {REROUTE}; drop keep_empty_value (an empty \
+             value is then not written)"
+        );
+        let overwrite = |value: &str, action: &str| {
+            format!(
+                r#"{{"header":{{"key":"x-forwarded-proto","value":"{value}"}},"append_action":"{action}","keep_empty_value":true}}"#
+            )
+        };
+        let cases = [
+            (
+                r#"{"request_headers_to_remove":["x-a","X-Forwarded-Proto"]}"#.to_string(),
+                format!("request_headers_to_remove[1]: {remove}"),
+            ),
+            (
+                r#"{"routes":[{"match":{},"request_headers_to_remove":["x-forwarded-proto"]}]}"#
+                    .to_string(),
+                format!("routes[0].request_headers_to_remove[0]: {remove}"),
+            ),
+            (
+                r#"{"mutations":{"request_mutations":[{"append":{"header":{"key":"a","value":"b"}}},{"remove":"x-forwarded-proto"}]}}"#
+                    .to_string(),
+                format!("mutations.request_mutations[1].remove: {remove}"),
+            ),
+            (
+                format!(
+                    r#"{{"request_headers_to_add":[{}]}}"#,
+                    overwrite("", "OVERWRITE_IF_EXISTS_OR_ADD")
+                ),
+                format!("request_headers_to_add[0].keep_empty_value: {empty}"),
+            ),
+            (
+                format!(
+                    r#"{{"routes":[{{"match":{{}},"request_headers_to_add":[{}]}}]}}"#,
+                    overwrite("%REQ(x-proto)%", "OVERWRITE_IF_EXISTS")
+                ),
+                format!("routes[0].request_headers_to_add[0].keep_empty_value: {empty}"),
+            ),
+            (
+                format!(
+                    r#"{{"mutations":{{"request_mutations":[{{"append":{}}}]}}}}"#,
+                    overwrite("%REQ(a)%%REQ(b)%", "OVERWRITE_IF_EXISTS_OR_ADD")
+                ),
+                format!("mutations.request_mutations[0].append.keep_empty_value: {empty}"),
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":"x-forwarded-proto","value":""},"append":false,"keep_empty_value":true}]}"#
+                    .to_string(),
+                format!("request_headers_to_add[0].keep_empty_value: {empty}"),
+            ),
+        ];
+        for (json, expected) in &cases {
+            assert_eq!(&error(json), expected, "{json}");
+        }
+        // What leaves it present and non-empty, or is on the response side,
+        // is taken.
+        for json in [
+            r#"{"response_headers_to_remove":["x-forwarded-proto"]}"#.to_string(),
+            r#"{"mutations":{"response_mutations":[{"remove":"x-forwarded-proto"}]}}"#.to_string(),
+            format!(
+                r#"{{"request_headers_to_add":[{}]}}"#,
+                overwrite("https", "OVERWRITE_IF_EXISTS_OR_ADD")
+            ),
+            format!(
+                r#"{{"request_headers_to_add":[{}]}}"#,
+                overwrite("p-%REQ(x)%", "OVERWRITE_IF_EXISTS")
+            ),
+            format!(
+                r#"{{"request_headers_to_add":[{}]}}"#,
+                overwrite("", "APPEND_IF_EXISTS_OR_ADD")
+            ),
+            r#"{"request_headers_to_add":[{"header":{"key":"x-forwarded-proto","value":"%REQ(x)%"},"append_action":"OVERWRITE_IF_EXISTS_OR_ADD"}]}"#.to_string(),
+            r#"{"response_headers_to_add":[{"header":{"key":"x-forwarded-proto","value":""},"append_action":"OVERWRITE_IF_EXISTS_OR_ADD","keep_empty_value":true}]}"#.to_string(),
+        ] {
+            assert!(Config::parse(json.as_bytes()).is_ok(), "{json}");
+        }
+    }
+
+    #[test]
+    fn yaml_given_for_json_gets_a_hint() {
+        const HINT: &str =
+            "(this looks like YAML; the filter takes JSON: convert it, e.g. with yq -o=json)";
+        for yaml in [
+            "request_headers_to_add:\n- header: {key: x-a, value: b}\n",
+            "# headers\n\nresponse_headers_to_remove: [x-powered-by]\n",
+            "---\nx-a: b\n",
+            "- a\n",
+            "\"x-a\": \"1\"\n",
+            "mutations:\n  request_mutations: []\n",
+        ] {
+            let got = error(yaml);
+            assert!(got.starts_with("invalid JSON: "), "{got}");
+            assert!(got.ends_with(HINT), "{yaml:?}: {got}");
+        }
+        for json in [r#"{"a":"#, "{\n  \"x\": 1,\n}", "x-a", "[1,"] {
+            let got = error(json);
+            assert!(got.starts_with("invalid JSON: "), "{got}");
+            assert!(!got.contains("YAML"), "{json:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn a_string_matcher_given_as_a_string_names_the_shape() {
+        assert_eq!(
+            error(r#"{"routes":[{"match":{"route_name":"reviews-v2"}}]}"#),
+            r#"routes[0].match.route_name: expected a StringMatcher object such as {"exact": "reviews-v2"}, got a string"#
+        );
+        assert_eq!(
+            error(
+                r#"{"mutations":{"response_mutations":[{"remove_on_match":{"key_matcher":"x-"}}]}}"#
+            ),
+            r#"mutations.response_mutations[0].remove_on_match.key_matcher: expected a StringMatcher object such as {"exact": "x-"}, got a string"#
+        );
     }
 
     #[test]

@@ -360,6 +360,13 @@ pub trait Reader {
     fn formatter_header(&self, of: Side, name: &str) -> Option<Vec<u8>> {
         self.header(of, name)
     }
+    /// What the attribute command `command` (as written) renders as when
+    /// the reader cannot know attribute `path` at all, rather than knowing
+    /// it absent; `None` reads it. Envoy always knows; a stream described
+    /// offline says which value it could not compute.
+    fn not_computed(&self, _command: &str, _path: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 fn render_command<R: Reader + ?Sized>(command: &Command, side: Side, read: &R) -> Option<Vec<u8>> {
@@ -385,11 +392,14 @@ fn render_command<R: Reader + ?Sized>(command: &Command, side: Side, read: &R) -
         }
         Command::Constant { value, .. } => Some(value.as_bytes().to_vec()),
         Command::Attribute {
+            text,
             path,
             render,
             max_len,
-            ..
         } => {
+            if let Some(marker) = read.not_computed(text, path) {
+                return Some(marker);
+            }
             let mut value = match (read.property(path), render) {
                 (Some(value), _) => value,
                 (None, Render::Int { zero: true, .. }) => Vec::new(),

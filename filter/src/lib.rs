@@ -17,6 +17,7 @@ pub mod offline;
 pub mod plan;
 pub mod roots;
 pub mod route;
+pub mod warning;
 
 #[cfg(target_arch = "wasm32")]
 mod alloc;
