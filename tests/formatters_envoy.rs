@@ -26,6 +26,8 @@ const BOTH: &[&str] = &[
     "%PROTOCOL%",
     "%START_TIME%",
     "%START_TIME(%Y-%m-%dT%H:%M:%S.%9f %s %1f %3f %6f %f)%",
+    // Epoch milliseconds, the README's example.
+    "%START_TIME(%s%3f)%",
     "%START_TIME(%a %A %b %B %e %j %I %p %y %C %u %w %T %D %F %R %Z %z %Ez %E3S %E*S)%",
     "%RESPONSE_FLAGS%",
     "%RESPONSE_FLAGS_LONG%",

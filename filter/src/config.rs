@@ -8,7 +8,8 @@
 //! after this module re-checks. No proxy-wasm here.
 
 use crate::headers::check_value;
-pub use crate::headers::{is_token, HeaderName, MAX_HEADER_BYTES};
+pub use crate::headers::{is_token, HeaderName, FORWARDED_PROTO, MAX_HEADER_BYTES};
+pub(crate) use crate::headers::{REMOVE_IN_ROUTE, REROUTE};
 use crate::json::{self, Json};
 use crate::jsonpath::{comma_list, expect_bool, too_many, unknown_field};
 pub use crate::jsonpath::{quoted, ConfigError, MAX_ENTRIES};
@@ -22,7 +23,7 @@ pub use crate::rules::{AppendAction, HeaderRule, Rules};
 
 /// Largest configuration accepted, in bytes.
 pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
-const FIELDS: &[&str] = &[
+pub(crate) const FIELDS: &[&str] = &[
     "request_headers_to_add",
     "response_headers_to_add",
     "request_headers_to_remove",
@@ -70,8 +71,7 @@ impl Config {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Config::default());
         }
-        let value =
-            json::parse(bytes).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
+        let value = json::parse(bytes).map_err(|e| invalid_json(bytes, &e))?;
         let Json::Object(object) = value else {
             return Err(ConfigError::new(
                 "",
@@ -138,6 +138,58 @@ impl Config {
             Side::Response => &self.response,
         }
     }
+}
+
+/// The refusal of input that is not JSON.
+fn invalid_json(bytes: &[u8], error: &json::SyntaxError) -> ConfigError {
+    ConfigError::new("", format!("invalid JSON: {error}{}", yaml_hint(bytes)))
+}
+
+/// Off the module (in `extpack`), YAML, what Kubernetes resources and
+/// Envoy bootstraps are written in, gets a hint; the module leaves it out
+/// (about 1 KB of its size budget).
+#[cfg(not(target_arch = "wasm32"))]
+fn yaml_hint(bytes: &[u8]) -> &'static str {
+    if looks_like_yaml(bytes) {
+        " (this looks like YAML; the filter takes JSON: convert it, e.g. with yq -o=json)"
+    } else {
+        ""
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn yaml_hint(_: &[u8]) -> &'static str {
+    ""
+}
+
+/// Whether the first line that is not blank or a `#` comment opens a YAML
+/// document, list item or mapping (`---`, `- `, `key:`). JSON starts with
+/// `{`, `[`, `"` or a scalar, and never has a comment.
+#[cfg(not(target_arch = "wasm32"))]
+fn looks_like_yaml(bytes: &[u8]) -> bool {
+    let Some(first) = bytes
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .find(|line| !line.is_empty() && line[0] != b'#')
+    else {
+        // Nothing but comments: a YAML document.
+        return bytes.trim_ascii_start().first() == Some(&b'#');
+    };
+    if first == b"---" || first == b"-" || first.starts_with(b"- ") {
+        return true;
+    }
+    let Some(colon) = first.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let key = first[..colon]
+        .strip_prefix(b"\"")
+        .and_then(|k| k.strip_suffix(b"\""))
+        .unwrap_or(&first[..colon]);
+    !key.is_empty()
+        && key
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && matches!(first.get(colon + 1), None | Some(b' '))
 }
 
 fn parse_envoy_form(object: &[(String, Json)]) -> Result<Config, ConfigError> {
@@ -378,6 +430,126 @@ mod tests {
                 "{json}\n  got:      {got}\n  expected: {expected}"
             );
         }
+    }
+
+    #[test]
+    fn x_forwarded_proto_may_not_be_removed_or_emptied_on_requests() {
+        let remove = format!(
+            "x-forwarded-proto may not be removed from requests: {REROUTE}; {REMOVE_IN_ROUTE}"
+        );
+        let empty = format!(
+            "would write x-forwarded-proto empty: {REROUTE}; drop keep_empty_value (an empty \
+             value is then not written)"
+        );
+        let overwrite = |value: &str, action: &str| {
+            format!(
+                r#"{{"header":{{"key":"x-forwarded-proto","value":"{value}"}},"append_action":"{action}","keep_empty_value":true}}"#
+            )
+        };
+        let cases = [
+            (
+                r#"{"request_headers_to_remove":["x-a","X-Forwarded-Proto"]}"#.to_string(),
+                format!("request_headers_to_remove[1]: {remove}"),
+            ),
+            (
+                r#"{"routes":[{"match":{},"request_headers_to_remove":["x-forwarded-proto"]}]}"#
+                    .to_string(),
+                format!("routes[0].request_headers_to_remove[0]: {remove}"),
+            ),
+            (
+                r#"{"mutations":{"request_mutations":[{"append":{"header":{"key":"a","value":"b"}}},{"remove":"x-forwarded-proto"}]}}"#
+                    .to_string(),
+                format!("mutations.request_mutations[1].remove: {remove}"),
+            ),
+            (
+                format!(
+                    r#"{{"request_headers_to_add":[{}]}}"#,
+                    overwrite("", "OVERWRITE_IF_EXISTS_OR_ADD")
+                ),
+                format!("request_headers_to_add[0].keep_empty_value: {empty}"),
+            ),
+            (
+                format!(
+                    r#"{{"routes":[{{"match":{{}},"request_headers_to_add":[{}]}}]}}"#,
+                    overwrite("%REQ(x-proto)%", "OVERWRITE_IF_EXISTS")
+                ),
+                format!("routes[0].request_headers_to_add[0].keep_empty_value: {empty}"),
+            ),
+            (
+                format!(
+                    r#"{{"mutations":{{"request_mutations":[{{"append":{}}}]}}}}"#,
+                    overwrite("%REQ(a)%%REQ(b)%", "OVERWRITE_IF_EXISTS_OR_ADD")
+                ),
+                format!("mutations.request_mutations[0].append.keep_empty_value: {empty}"),
+            ),
+            (
+                r#"{"request_headers_to_add":[{"header":{"key":"x-forwarded-proto","value":""},"append":false,"keep_empty_value":true}]}"#
+                    .to_string(),
+                format!("request_headers_to_add[0].keep_empty_value: {empty}"),
+            ),
+        ];
+        for (json, expected) in &cases {
+            assert_eq!(&error(json), expected, "{json}");
+        }
+        // What leaves it present and non-empty, or is on the response side,
+        // is taken.
+        for json in [
+            r#"{"response_headers_to_remove":["x-forwarded-proto"]}"#.to_string(),
+            r#"{"mutations":{"response_mutations":[{"remove":"x-forwarded-proto"}]}}"#.to_string(),
+            format!(
+                r#"{{"request_headers_to_add":[{}]}}"#,
+                overwrite("https", "OVERWRITE_IF_EXISTS_OR_ADD")
+            ),
+            format!(
+                r#"{{"request_headers_to_add":[{}]}}"#,
+                overwrite("p-%REQ(x)%", "OVERWRITE_IF_EXISTS")
+            ),
+            format!(
+                r#"{{"request_headers_to_add":[{}]}}"#,
+                overwrite("", "APPEND_IF_EXISTS_OR_ADD")
+            ),
+            r#"{"request_headers_to_add":[{"header":{"key":"x-forwarded-proto","value":"%REQ(x)%"},"append_action":"OVERWRITE_IF_EXISTS_OR_ADD"}]}"#.to_string(),
+            r#"{"response_headers_to_add":[{"header":{"key":"x-forwarded-proto","value":""},"append_action":"OVERWRITE_IF_EXISTS_OR_ADD","keep_empty_value":true}]}"#.to_string(),
+        ] {
+            assert!(Config::parse(json.as_bytes()).is_ok(), "{json}");
+        }
+    }
+
+    #[test]
+    fn yaml_given_for_json_gets_a_hint() {
+        const HINT: &str =
+            "(this looks like YAML; the filter takes JSON: convert it, e.g. with yq -o=json)";
+        for yaml in [
+            "request_headers_to_add:\n- header: {key: x-a, value: b}\n",
+            "# headers\n\nresponse_headers_to_remove: [x-powered-by]\n",
+            "---\nx-a: b\n",
+            "- a\n",
+            "\"x-a\": \"1\"\n",
+            "mutations:\n  request_mutations: []\n",
+        ] {
+            let got = error(yaml);
+            assert!(got.starts_with("invalid JSON: "), "{got}");
+            assert!(got.ends_with(HINT), "{yaml:?}: {got}");
+        }
+        for json in [r#"{"a":"#, "{\n  \"x\": 1,\n}", "x-a", "[1,"] {
+            let got = error(json);
+            assert!(got.starts_with("invalid JSON: "), "{got}");
+            assert!(!got.contains("YAML"), "{json:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn a_string_matcher_given_as_a_string_names_the_shape() {
+        assert_eq!(
+            error(r#"{"routes":[{"match":{"route_name":"reviews-v2"}}]}"#),
+            r#"routes[0].match.route_name: expected a StringMatcher object such as {"exact": "reviews-v2"}, got a string"#
+        );
+        assert_eq!(
+            error(
+                r#"{"mutations":{"response_mutations":[{"remove_on_match":{"key_matcher":"x-"}}]}}"#
+            ),
+            r#"mutations.response_mutations[0].remove_on_match.key_matcher: expected a StringMatcher object such as {"exact": "x-"}, got a string"#
+        );
     }
 
     #[test]

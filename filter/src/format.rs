@@ -371,11 +371,14 @@ fn render_command<R: Reader + ?Sized>(command: &Command, side: Side, read: &R) -
         }
         Command::Constant { value, .. } => Some(value.as_bytes().to_vec()),
         Command::Attribute {
+            text,
             path,
             render,
             max_len,
-            ..
         } => {
+            if let Some(marker) = read.not_computed(text, path) {
+                return Some(marker);
+            }
             let mut value = match (read.property(path), render) {
                 (Some(value), _) => value,
                 (None, Render::Int { zero: true, .. }) => Vec::new(),

@@ -11,6 +11,29 @@ use crate::jsonpath::{quoted, ConfigError};
 /// Longest header name or value, as Envoy's `HeaderValue` allows.
 pub const MAX_HEADER_BYTES: usize = 16384;
 
+/// The request header Envoy's router needs after this filter ran: every
+/// request-header write of a Wasm filter clears Envoy's route cache, and
+/// the router's next look-up gives no route (404) to a request whose
+/// `x-forwarded-proto` is missing or empty (Envoy's
+/// `VirtualHostImpl::getRouteFromEntries`). So explicit removals and empty
+/// overwrites of it are refused, and pattern removals leave it alone.
+pub const FORWARDED_PROTO: &str = "x-forwarded-proto";
+/// Why [`FORWARDED_PROTO`] must stay, for messages.
+pub(crate) const REROUTE: &str = "Envoy chooses the route again after a Wasm filter changes \
+request headers, and a request whose x-forwarded-proto is missing or empty gets no route (404)";
+/// What to do instead of removing [`FORWARDED_PROTO`] here.
+pub(crate) const REMOVE_IN_ROUTE: &str = "remove it in the route instead (Envoy's route \
+request_headers_to_remove, Istio's VirtualService headers.request.remove), which acts after \
+routing";
+
+/// The refusal of an explicit removal of [`FORWARDED_PROTO`] at `path`.
+pub(crate) fn forwarded_proto_removed(path: &str) -> ConfigError {
+    ConfigError::new(
+        path,
+        format!("{FORWARDED_PROTO} may not be removed from requests: {REROUTE}; {REMOVE_IN_ROUTE}"),
+    )
+}
+
 /// A header name a filter may write: a non-empty lower-case RFC 9110 token,
 /// neither a pseudo-header nor `host`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -31,6 +31,13 @@ pub trait Reader {
     fn formatter_header(&self, of: Side, name: &str) -> Option<Vec<u8>> {
         self.header(of, name)
     }
+    /// What the attribute command `command` (as written) renders as when
+    /// the reader cannot know attribute `path` at all, rather than knowing
+    /// it absent; `None` reads it. Envoy always knows; a stream described
+    /// offline says which value it could not compute.
+    fn not_computed(&self, _command: &str, _path: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// The stream as the plan sees it: read access plus the three writes.

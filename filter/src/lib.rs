@@ -23,6 +23,7 @@ pub mod plan;
 pub mod roots;
 pub mod route;
 pub mod rules;
+pub mod warning;
 
 #[cfg(target_arch = "wasm32")]
 mod alloc;

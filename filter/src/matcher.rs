@@ -436,6 +436,15 @@ const STRING_MATCHER_FIELDS: &[&str] = &[
 impl StringMatcher {
     /// Parses a `StringMatcher` object at `path`.
     pub fn parse(path: &str, value: &Json) -> Result<StringMatcher, ConfigError> {
+        if let Json::String(text) = value {
+            return Err(ConfigError::new(
+                path,
+                format!(
+                    "expected a StringMatcher object such as {{\"exact\": {}}}, got a string",
+                    quoted(text)
+                ),
+            ));
+        }
         let object = expect_object(path, value)?;
         let mut ignore_case = false;
         let mut kind: Option<(&str, &Json)> = None;

@@ -14,14 +14,18 @@
 //! - parameters the request had keep their bytes (Envoy percent-decodes
 //!   them and writes them back raw: `a%26b` becomes two parameters);
 //! - `remove_on_match` never removes a pseudo-header or `host` (Envoy's
-//!   removes `:path` or `:authority` when the matcher matches them).
+//!   removes `:path` or `:authority` when the matcher matches them), nor the
+//!   request's `x-forwarded-proto` (Envoy's filter does not re-route; after
+//!   a Wasm filter's change Envoy does, and finds no route without it).
 //!
 //! No proxy-wasm here; the stream is reached through [`Host`].
 
 use std::borrow::Cow;
 
 use crate::format::Format;
-use crate::headers::{check_value, HeaderName, HeaderPairs};
+use crate::headers::{
+    check_value, forwarded_proto_removed, HeaderName, HeaderPairs, FORWARDED_PROTO,
+};
 use crate::host::{Host, Outcome, Side};
 use crate::json::{self, Json};
 use crate::jsonpath::{
@@ -202,10 +206,12 @@ impl HeaderMutation {
                 "append" => HeaderMutation::Append(parse_rule(&field, value, side)?),
                 "remove" => {
                     let name = expect_string(&field, value)?;
-                    HeaderMutation::Remove(
-                        HeaderName::parse(name)
-                            .map_err(|reason| ConfigError::new(&field, reason))?,
-                    )
+                    let name = HeaderName::parse(name)
+                        .map_err(|reason| ConfigError::new(&field, reason))?;
+                    if side == Side::Request && name.as_str() == FORWARDED_PROTO {
+                        return Err(forwarded_proto_removed(&field));
+                    }
+                    HeaderMutation::Remove(name)
                 }
                 "remove_on_match" => {
                     HeaderMutation::RemoveOnMatch(parse_remove_on_match(&field, value)?)
@@ -452,7 +458,9 @@ fn append<H: Host + ?Sized>(rule: &HeaderRule, side: Side, host: &mut H, outcome
 }
 
 /// Removes every header whose name `matcher` matches, except pseudo-headers
-/// and `host`, which no configuration of this filter may change.
+/// and `host`, which no configuration of this filter may change, and the
+/// request's `x-forwarded-proto`, without which Envoy routes the request
+/// nowhere once this filter changed its headers (see [`FORWARDED_PROTO`]).
 fn remove_matching<H: Host + ?Sized>(
     matcher: &StringMatcher,
     side: Side,
@@ -463,7 +471,11 @@ fn remove_matching<H: Host + ?Sized>(
     let map = host.header_map(side).into_owned();
     let headers = HeaderPairs::new(&map);
     for (i, (name, _)) in headers.iter().enumerate() {
-        if name.starts_with(b":") || name == b"host" || !matcher.matches(name) {
+        if name.starts_with(b":")
+            || name == b"host"
+            || (side == Side::Request && name == FORWARDED_PROTO.as_bytes())
+            || !matcher.matches(name)
+        {
             continue;
         }
         // A header sent more than once goes with its first entry.
@@ -796,6 +808,29 @@ mod tests {
             }
             assert_eq!(names, expected, "{matcher}");
         }
+    }
+
+    #[test]
+    fn remove_on_match_leaves_the_requests_x_forwarded_proto_alone() {
+        let headers = [
+            (":path", "/"),
+            ("x-forwarded-proto", "https"),
+            ("x-debug", "1"),
+            ("x-keep", "2"),
+        ];
+        let item = r#"{"remove_on_match":{"key_matcher":{"prefix":"x-"}}}"#;
+        let mut s = MemoryStream::with_request(&headers);
+        let outcome = run_request(&config("request_mutations", item), &mut s);
+        let names: Vec<&str> = s.request.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, [":path", "x-forwarded-proto"]);
+        assert_eq!(s.values(Side::Request, "x-forwarded-proto"), ["https"]);
+        assert_eq!(outcome.removed, 2);
+        // The response has no router after it: the header goes there.
+        let mut s = MemoryStream::with_request(&[]);
+        s.respond(&headers);
+        run_response(&config("response_mutations", item), &mut s);
+        let names: Vec<&str> = s.response.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, [":path"]);
     }
 
     #[test]

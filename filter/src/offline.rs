@@ -23,6 +23,21 @@ pub struct MemoryStream {
     /// Attributes (`source.address`, `xds.route_name`...) as the host
     /// serializes them, by path (see [`crate::format::attribute`]).
     pub properties: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Attributes that exist once the response is there (`response.code`),
+    /// added to `properties` when [`MemoryStream::run`] reaches the response.
+    pub response_properties: Vec<(Vec<u8>, Vec<u8>)>,
+    /// When set, an attribute command whose attribute is not in
+    /// `properties` renders as [`not_computed`] instead of as absent:
+    /// `extpack render` cannot know what Envoy would have there. Unset (the
+    /// core's tests), a missing attribute is absent, as Envoy renders it.
+    pub mark_not_computed: bool,
+}
+
+/// What an attribute command the stream cannot know renders as when
+/// [`MemoryStream::mark_not_computed`] is set: `<not computed offline:
+/// UPSTREAM_HOST>`.
+pub fn not_computed(command: &str) -> String {
+    format!("<not computed offline: {command}>")
 }
 
 /// What [`MemoryStream::run`] did.
@@ -73,7 +88,12 @@ impl MemoryStream {
     pub fn run(&mut self, plan: &Plan, with_response: bool) -> Run {
         let mut scratch = Scratch::new();
         let (route, request) = plan.request(self, &mut scratch);
-        let response = with_response.then(|| plan.response(route, self, &mut scratch));
+        let response = with_response.then(|| {
+            for (path, value) in std::mem::take(&mut self.response_properties) {
+                self.set_property(&path, value);
+            }
+            plan.response(route, self, &mut scratch)
+        });
         Run {
             route,
             request,
@@ -117,6 +137,11 @@ impl Reader for MemoryStream {
             .find(|(p, _)| p == path)
             .map(|(_, v)| v.clone())
     }
+
+    fn not_computed(&self, command: &str, path: &[u8]) -> Option<Vec<u8>> {
+        (self.mark_not_computed && !self.properties.iter().any(|(p, _)| p == path))
+            .then(|| not_computed(command).into_bytes())
+    }
 }
 
 impl Host for MemoryStream {
@@ -135,5 +160,83 @@ impl Host for MemoryStream {
 
     fn header_map(&self, side: Side) -> Cow<'_, [u8]> {
         Cow::Owned(HeaderPairs::encode(self.map(side)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::attribute;
+
+    const CONFIG: &str = r#"{
+        "request_headers_to_add": [
+            {"header": {"key": "x-client", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}},
+            {"header": {"key": "x-conn", "value": "c=%CONNECTION_ID%:%REQ(x-a)%"}},
+            {"header": {"key": "x-flags", "value": "%RESPONSE_FLAGS%"}}],
+        "response_headers_to_add": [
+            {"header": {"key": "x-code", "value": "%RESPONSE_CODE%"}},
+            {"header": {"key": "x-up", "value": "%UPSTREAM_HOST%"}}]}"#;
+
+    fn stream(mark: bool) -> MemoryStream {
+        let mut s = MemoryStream::with_request(&[(":path", "/"), ("x-a", "1")]);
+        s.respond(&[(":status", "503")]);
+        s.set_property(attribute::SOURCE_ADDRESS, "10.0.0.1:5000");
+        s.response_properties.push((
+            attribute::RESPONSE_CODE.to_vec(),
+            503u64.to_le_bytes().to_vec(),
+        ));
+        s.mark_not_computed = mark;
+        s
+    }
+
+    #[test]
+    fn what_the_stream_cannot_know_is_named_when_asked() {
+        let plan = Plan::from_json(CONFIG.as_bytes()).unwrap();
+        let mut s = stream(true);
+        s.run(&plan, true);
+        assert_eq!(s.values(Side::Request, "x-client"), ["10.0.0.1"]);
+        assert_eq!(
+            s.values(Side::Request, "x-conn"),
+            ["c=<not computed offline: CONNECTION_ID>:1"]
+        );
+        assert_eq!(
+            s.values(Side::Request, "x-flags"),
+            ["<not computed offline: RESPONSE_FLAGS>"]
+        );
+        assert_eq!(s.values(Side::Response, "x-code"), ["503"]);
+        assert_eq!(
+            s.values(Side::Response, "x-up"),
+            ["<not computed offline: UPSTREAM_HOST>"]
+        );
+
+        // Unmarked, a missing attribute is absent, as Envoy renders it.
+        let mut s = stream(false);
+        s.run(&plan, true);
+        assert_eq!(s.values(Side::Request, "x-conn"), ["c=0:1"]);
+        assert_eq!(s.values(Side::Request, "x-flags"), ["-"]);
+        assert!(s.values(Side::Response, "x-up").is_empty());
+    }
+
+    #[test]
+    fn response_properties_exist_only_once_the_response_is_there() {
+        let plan = Plan::from_json(
+            br#"{"request_headers_to_add": [{"header": {"key": "x-flags", "value": "%RESPONSE_FLAGS%"}}],
+                 "response_headers_to_add": [{"header": {"key": "x-flags", "value": "%RESPONSE_FLAGS%"}}]}"#,
+        )
+        .unwrap();
+        let mut s = MemoryStream::with_request(&[(":path", "/")]);
+        s.respond(&[(":status", "503")]);
+        s.response_properties.push((
+            attribute::RESPONSE_FLAGS.to_vec(),
+            1u64.to_le_bytes().to_vec(),
+        ));
+        s.mark_not_computed = true;
+        s.run(&plan, true);
+        assert_eq!(
+            s.values(Side::Request, "x-flags"),
+            ["<not computed offline: RESPONSE_FLAGS>"]
+        );
+        assert_eq!(s.values(Side::Response, "x-flags"), ["LH"]);
+        assert!(s.response_properties.is_empty());
     }
 }

@@ -6,8 +6,8 @@
 //! Above the formatters and header names; below the route table, the
 //! mutations and the configuration, which use it.
 
-use crate::format::Format;
-use crate::headers::{check_value, HeaderName};
+use crate::format::{Command, Format, Segment};
+use crate::headers::{check_value, forwarded_proto_removed, HeaderName, FORWARDED_PROTO, REROUTE};
 use crate::host::Side;
 use crate::json::{self, Json};
 use crate::jsonpath::{
@@ -110,7 +110,16 @@ pub(crate) fn parse_level_field(
     match key {
         "request_headers_to_add" => request.add = parse_rules(path, value, Side::Request)?,
         "response_headers_to_add" => response.add = parse_rules(path, value, Side::Response)?,
-        "request_headers_to_remove" => request.remove = parse_names(path, value)?,
+        "request_headers_to_remove" => {
+            request.remove = parse_names(path, value)?;
+            if let Some(i) = request
+                .remove
+                .iter()
+                .position(|n| n.as_str() == FORWARDED_PROTO)
+            {
+                return Err(forwarded_proto_removed(&item_path(path, i)));
+            }
+        }
         _ => response.remove = parse_names(path, value)?,
     }
     Ok(())
@@ -215,6 +224,23 @@ pub(crate) fn parse_rule(path: &str, value: &Json, side: Side) -> Result<HeaderR
         (None, Some(true)) | (None, None) => AppendAction::AppendIfExistsOrAdd,
         (None, Some(false)) => AppendAction::OverwriteIfExistsOrAdd,
     };
+    if side == Side::Request
+        && keep_empty_value
+        && name.as_str() == FORWARDED_PROTO
+        && matches!(
+            action,
+            AppendAction::OverwriteIfExistsOrAdd | AppendAction::OverwriteIfExists
+        )
+        && can_render_empty(&value)
+    {
+        return Err(ConfigError::new(
+            &field_path(path, "keep_empty_value"),
+            format!(
+                "would write {FORWARDED_PROTO} empty: {REROUTE}; drop keep_empty_value \
+                 (an empty value is then not written)"
+            ),
+        ));
+    }
     Ok(HeaderRule {
         name,
         value,
@@ -243,6 +269,15 @@ fn parse_header(path: &str, value: &Json, side: Side) -> Result<(HeaderName, For
     let format =
         Format::parse(text, side).map_err(|e| ConfigError::new(&value_path, e.to_string()))?;
     Ok((name, format))
+}
+
+/// Whether `value` may render as nothing: it holds no literal text.
+fn can_render_empty(value: &Format) -> bool {
+    value.segments().iter().all(|segment| match segment {
+        Segment::Literal(text) => text.is_empty(),
+        Segment::Command(Command::Constant { value, .. }) => value.is_empty(),
+        Segment::Command(_) => true,
+    })
 }
 
 fn parse_names(path: &str, value: &Json) -> Result<Vec<HeaderName>, ConfigError> {

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["rules"],
     &["route", "mutation"],
     &["config"],
-    &["plan"],
+    &["plan", "warning"],
     &["offline", "roots"],
     &["alloc", "proxy"],
 ];

@@ -273,17 +273,33 @@ Example:
 }
 
 const RENDER_HELP: &str = "Run the header filter's own core on a request (and optionally a \
-response) described on the command line, and print which route matched and every header as it \
-leaves the filter: `+` added by the filter, `-` removed by it. No Envoy is needed, so configs can \
+response) described on the command line, or on every request of a file, and print which route \
+matched and every header as it leaves the filter: `+` added by the filter, `-` removed by it, \
+and a note where Envoy acts on the header around the filter. No Envoy is needed, so configs can \
 be tested in CI; the request is what the filter sees in Envoy (pseudo-headers :method, :path, \
-:authority, :scheme, then the headers given; Envoy may add others, such as x-request-id, before \
-the filter runs).
+:authority, :scheme, then the headers given, then the x-forwarded-proto and x-request-id that \
+Envoy adds unless given).
+
+Values render cannot compute offline print as <not computed offline: OPERATOR>: the \
+connection's addresses unless given (--remote-address, --local-address, --upstream-address), \
+the route name unless given (--route-name), and always CONNECTION_ID, TLS fields, \
+UPSTREAM_CLUSTER, metadata, filter state, RESPONSE_FLAGS, RESPONSE_CODE_DETAILS. START_TIME is \
+now unless --start-time is given. The configuration's warnings (what Envoy undoes) come last.
+
+--requests FILE takes one request per line, in the syntax of this command line without \
+`--request` (GET /api?x=1 -H 'x-debug: 1' --status 503 --response-header 'server: envoy' \
+--route-name r1 --authority a --scheme https), or as one JSON object ({\"request\": \"GET /api\", \
+\"headers\": [\"x-debug: 1\"], \"status\": 503, \"response_headers\": [...], \"route_name\": ..., \
+\"authority\": ..., \"scheme\": ...}); blank lines and # comments are skipped. --expect FILE \
+compares the output with FILE: on a difference it prints the diff and exits 1.
 
 Examples:
   extpack render --config config.json --request 'GET /api/v1?debug=1' -H 'x-user: alice'
   extpack render --config config.json --request 'POST /login' --status 503 \\
       --response-header 'content-type: text/html'
-  extpack render --config config.json --route-name reviews-v2 --json | jq .route";
+  extpack render --config config.json --route-name reviews-v2 --json | jq .route
+  extpack render --config config.json --requests cases.txt --start-time 0 > cases.expected
+  extpack render --config config.json --requests cases.txt --start-time 0 --expect cases.expected";
 
 /// `extpack render` arguments.
 #[derive(Debug, Args)]
@@ -292,84 +308,155 @@ pub struct RenderArgs {
     #[arg(long, value_name = "FILE.json")]
     config: PathBuf,
     /// The request line: METHOD PATH (the path with its query string)
-    #[arg(long, value_name = "METHOD PATH", default_value = "GET /")]
+    #[arg(
+        long,
+        value_name = "METHOD PATH",
+        default_value = "GET /",
+        conflicts_with = "requests"
+    )]
     request: String,
     /// A request header, NAME: VALUE (repeat for more; a name given twice is sent twice)
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    #[arg(
+        short = 'H',
+        long = "header",
+        value_name = "NAME: VALUE",
+        conflicts_with = "requests"
+    )]
     headers: Vec<String>,
-    /// The request's :authority (Host)
-    #[arg(long, value_name = "HOST", default_value = "example.com")]
-    authority: String,
-    /// The request's :scheme
-    #[arg(long, default_value = "http")]
-    scheme: String,
-    /// The name of the Envoy route the request took (Istio names routes), for route_name
-    #[arg(long, value_name = "NAME")]
+    /// The request's :authority (Host) [default: example.com]
+    #[arg(long, value_name = "HOST", conflicts_with = "requests")]
+    authority: Option<String>,
+    /// The request's :scheme, and the x-forwarded-proto Envoy adds [default: http]
+    #[arg(long, conflicts_with = "requests")]
+    scheme: Option<String>,
+    /// The name of the Envoy route the request took (xds.route_name: route_name
+    /// matchers, %ROUTE_NAME%); Istio names its routes
+    #[arg(long, value_name = "NAME", conflicts_with = "requests")]
     route_name: Option<String>,
-    /// The client's address (source.address), for %DOWNSTREAM_REMOTE_ADDRESS%
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:40000")]
-    remote_address: String,
-    /// The address the request arrived on (destination.address)
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10000")]
-    local_address: String,
-    /// The upstream host's address (upstream.address), for the response side
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
-    upstream_address: String,
-    /// The request's protocol (request.protocol)
-    #[arg(long, default_value = "HTTP/1.1")]
-    protocol: String,
     /// Also run the response side, with this status
-    #[arg(long, value_name = "CODE")]
+    #[arg(long, value_name = "CODE", conflicts_with = "requests")]
     status: Option<u16>,
     /// A response header, NAME: VALUE (repeat for more; needs --status)
     #[arg(
         long = "response-header",
         value_name = "NAME: VALUE",
-        requires = "status"
+        requires = "status",
+        conflicts_with = "requests"
     )]
     response_headers: Vec<String>,
-    /// Print the report as JSON
+    /// Run every request of this file (one per line; see above), or - for
+    /// standard input
+    #[arg(long, value_name = "FILE")]
+    requests: Option<PathBuf>,
+    /// The client's address (source.address, %DOWNSTREAM_REMOTE_ADDRESS%...);
+    /// not computed unless given
+    #[arg(long, value_name = "IP:PORT")]
+    remote_address: Option<String>,
+    /// The address the request arrived on (destination.address,
+    /// %DOWNSTREAM_LOCAL_ADDRESS%...); not computed unless given
+    #[arg(long, value_name = "IP:PORT")]
+    local_address: Option<String>,
+    /// The upstream host's address (upstream.address, %UPSTREAM_HOST%...,
+    /// response side); not computed unless given
+    #[arg(long, value_name = "IP:PORT")]
+    upstream_address: Option<String>,
+    /// The request's protocol (request.protocol, %PROTOCOL%)
+    #[arg(long, default_value = "HTTP/1.1")]
+    protocol: String,
+    /// When the request started (%START_TIME%): RFC 3339
+    /// (2024-02-29T13:04:05.123Z) or epoch seconds (1709211845.123)
+    /// [default: now]
+    #[arg(long, value_name = "TIME")]
+    start_time: Option<String>,
+    /// Print the report as JSON (an array of reports with --requests)
     #[arg(long)]
     json: bool,
+    /// Compare the output with this file; print the diff and exit 1 when
+    /// they differ
+    #[arg(long, value_name = "FILE")]
+    expect: Option<PathBuf>,
 }
 
 impl RenderArgs {
-    fn exchange(&self) -> Result<crate::render::Exchange> {
-        use header_filter::format::attribute;
-        let (method, path) = crate::render::parse_request_line(&self.request)?;
-        let headers = |list: &[String]| -> Result<Vec<(String, String)>> {
-            list.iter()
-                .map(|h| crate::render::parse_header(h).map_err(Into::into))
-                .collect()
+    fn surroundings(&self) -> Result<crate::render::Surroundings> {
+        let start_time = match &self.start_time {
+            Some(text) => crate::render::parse_start_time(text)?,
+            None => crate::render::now(),
         };
-        Ok(crate::render::Exchange {
-            method,
-            path,
+        Ok(crate::render::Surroundings {
+            remote_address: self.remote_address.clone(),
+            local_address: self.local_address.clone(),
+            upstream_address: self.upstream_address.clone(),
+            protocol: self.protocol.clone(),
+            start_time,
+        })
+    }
+
+    /// The request described on the command line.
+    fn described(&self) -> crate::render::Described {
+        crate::render::Described {
+            request: self.request.split_whitespace().map(String::from).collect(),
+            headers: self.headers.clone(),
             authority: self.authority.clone(),
             scheme: self.scheme.clone(),
-            headers: headers(&self.headers)?,
             route_name: self.route_name.clone(),
-            properties: vec![
-                (
-                    attribute::SOURCE_ADDRESS,
-                    self.remote_address.clone().into_bytes(),
-                ),
-                (
-                    attribute::DESTINATION_ADDRESS,
-                    self.local_address.clone().into_bytes(),
-                ),
-                (
-                    attribute::UPSTREAM_ADDRESS,
-                    self.upstream_address.clone().into_bytes(),
-                ),
-                (
-                    attribute::REQUEST_PROTOCOL,
-                    self.protocol.clone().into_bytes(),
-                ),
-            ],
             status: self.status,
-            response_headers: headers(&self.response_headers)?,
-        })
+            response_headers: self.response_headers.clone(),
+        }
+    }
+
+    /// Runs every request and returns the whole output.
+    fn output(&self) -> Result<String> {
+        use crate::render::{parse_requests, warnings_text, Renderer};
+        if self.requests.as_deref() == Some(Path::new("-")) && self.config == Path::new("-") {
+            bail!("--config - and --requests - cannot both read standard input");
+        }
+        let surroundings = self.surroundings()?;
+        let config = read_input(&self.config)?;
+        let renderer = Renderer::new(&config).with_context(|| self.config.display().to_string())?;
+        let mut out = String::new();
+        match &self.requests {
+            None => {
+                let exchange = self.described().exchange(&surroundings)?;
+                let report = renderer.run(&exchange);
+                if self.json {
+                    out = serde_json::to_string_pretty(&report).expect("report serializes");
+                    out.push('\n');
+                } else {
+                    out.push_str(&report.to_text());
+                    out.push_str(&warnings_text(renderer.warnings()));
+                }
+            }
+            Some(file) => {
+                let name = file.display().to_string();
+                let text = String::from_utf8(read_input(file)?)
+                    .map_err(|_| anyhow::anyhow!("{name}: not UTF-8 text"))?;
+                let cases = parse_requests(&text).with_context(|| name.clone())?;
+                let mut reports = Vec::new();
+                for case in &cases {
+                    let exchange = case
+                        .described
+                        .exchange(&surroundings)
+                        .with_context(|| format!("{name}: line {}", case.line))?;
+                    let mut report = renderer.run(&exchange);
+                    if !self.json {
+                        out.push_str(&format!("== {name}:{}: {}\n", case.line, case.text));
+                        out.push_str(&report.to_text());
+                        out.push('\n');
+                    }
+                    report.line = Some(case.line);
+                    report.case = Some(case.text.clone());
+                    reports.push(report);
+                }
+                if self.json {
+                    out = serde_json::to_string_pretty(&reports).expect("reports serialize");
+                    out.push('\n');
+                } else {
+                    out.push_str(&warnings_text(renderer.warnings()));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -769,17 +856,21 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Render(args) => {
-            let exchange = args.exchange()?;
-            let config = read_input(&args.config)?;
-            let report = crate::render::render(&config, &exchange)
-                .with_context(|| format!("{}", args.config.display()))?;
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("report serializes")
-                );
-            } else {
-                print!("{}", report.to_text());
+            let output = args.output()?;
+            match &args.expect {
+                None => print!("{output}"),
+                Some(file) => {
+                    let name = file.display().to_string();
+                    let expected = String::from_utf8(read_input(file)?)
+                        .map_err(|_| anyhow::anyhow!("{name}: not UTF-8 text"))?;
+                    match crate::render::diff(&expected, &output, &name) {
+                        None => println!("render: the output matches {name}"),
+                        Some(diff) => {
+                            print!("{diff}");
+                            bail!("the output differs from {name}: the diff is above");
+                        }
+                    }
+                }
             }
         }
         Command::Validate { module, config } => {
@@ -793,6 +884,10 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(config) = config {
                 package::check_config(&config)?;
                 println!("{}: valid filter configuration", config.display());
+                let bytes = read_input(&config)?;
+                let (_, warnings) = header_filter::Config::parse_with_warnings(&bytes)
+                    .with_context(|| config.display().to_string())?;
+                print!("{}", crate::render::warnings_text(&warnings));
             }
         }
     }

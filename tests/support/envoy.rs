@@ -486,9 +486,11 @@ pub fn version() -> (u32, u32) {
 }
 
 /// `major.minor` from Envoy's `--version` line
-/// (`envoy  version: 5b5b1e2/1.40.0/Clean/RELEASE/BoringSSL`).
+/// (`/path/to/envoy  version: 5b5b1e2/1.40.0/Clean/RELEASE/BoringSSL`; the
+/// line starts with the binary's path, slashes and all).
 fn parse_version(text: &str) -> Option<(u32, u32)> {
-    let version = text.split('/').nth(1)?;
+    let (_, after) = text.split_once("version: ")?;
+    let version = after.split('/').nth(1)?;
     let mut parts = version.split('.');
     let major = parts.next()?.trim().parse().ok()?;
     let minor = parts.next()?.trim().parse().ok()?;

@@ -8,6 +8,7 @@
 pub mod chain;
 pub mod compose;
 pub mod differential;
+pub mod ecds;
 pub mod envoy;
 pub mod envoy_yaml;
 pub mod extpack;

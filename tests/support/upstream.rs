@@ -10,9 +10,11 @@
 //! content type), and `x-upstream: echo` is always added. `x-echo-status:
 //! <code>` answers with that status instead of 200 (same body; 200-599
 //! except 204 and 304, which may not carry one), so tests can make the
-//! upstream fail. Keep-alive is supported; it must not interpret anything
-//! else. The request target of each request (path and query, byte for
-//! byte) is kept for the test to read: [`EchoUpstream::request_targets`].
+//! upstream fail. `x-echo-delay-ms: <ms>` (at most 10000) holds the reply
+//! that long after the request was counted, so tests can keep a stream in
+//! flight. Keep-alive is supported; it must not interpret anything else.
+//! The request target of each request (path and query, byte for byte) is
+//! kept for the test to read: [`EchoUpstream::request_targets`].
 
 use crate::wire::{self, Framing};
 use std::io::{self, BufReader, Write};
@@ -23,6 +25,8 @@ use std::thread::JoinHandle;
 
 const RESPOND_PREFIX: &str = "x-respond-";
 const STATUS_HEADER: &str = "x-echo-status";
+const DELAY_HEADER: &str = "x-echo-delay-ms";
+const MAX_DELAY_MS: u64 = 10_000;
 
 /// A running echo server; stops (and closes its connections) on drop.
 pub struct EchoUpstream {
@@ -143,6 +147,12 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
             targets.push(request_target(&head.start_line).to_string());
         }
         shared.requests.fetch_add(1, Ordering::SeqCst);
+        if let Some(ms) = head
+            .header(DELAY_HEADER)
+            .and_then(|ms| ms.trim().parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms.min(MAX_DELAY_MS)));
+        }
 
         let http10 = head.start_line.ends_with("HTTP/1.0");
         let close = head.has_token("connection", "close")
