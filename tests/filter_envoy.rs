@@ -355,11 +355,12 @@ fn stats_count_what_the_filter_did() {
     );
 }
 
-/// The module is loaded into every Envoy worker. The route table's regex
-/// engine (regex-lite, about 50 KB) and the formatters took it past the
-/// 160 KiB the route-table issue allowed; this holds it where it is (see
-/// ARCHITECTURE.md, "Module size") so that it does not grow unnoticed.
-const MODULE_BUDGET: u64 = 208 * 1024;
+/// The module is loaded into every Envoy worker. Regexes (regex-lite and
+/// the one-pass path in front of it, 61 KB: the module is 147 KiB without
+/// them) took it past the 160 KiB the route-table and cost issues asked
+/// for; this holds it where it is (see ARCHITECTURE.md, "Module size") so
+/// that it does not grow unnoticed.
+const MODULE_BUDGET: u64 = 209 * 1024;
 
 #[test]
 fn module_fits_its_size_budget() {
