@@ -24,8 +24,7 @@ mod test;
 
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: cargo xtask <setup | build-filter | test [CARGO TEST ARGS...] | demo | bench [OPTIONS]>";
+const USAGE: &str = "usage: cargo xtask <setup | build-filter | test [--envoy X.Y[,X.Y..] | --envoy all] [CARGO TEST ARGS...] | demo | bench [OPTIONS]>";
 
 fn main() -> ExitCode {
     // Called by rustc as the filter's linker (see link.rs).
