@@ -100,10 +100,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         }
     }
     let failed = outcomes.iter().any(|o| o.status == Status::Failed);
-    // One run: cargo's own last lines say it all, unless it was skipped.
-    if outcomes.len() > 1 || outcomes.iter().any(|o| o.status == Status::Skipped) {
-        say!("\n{}", summary(&outcomes));
-    }
+    say!("\n{}", summary(&outcomes));
     Ok(if failed {
         ExitCode::FAILURE
     } else {
