@@ -46,7 +46,7 @@ struct Options {
 enum Selection {
     /// `cargo test --workspace`.
     Whole,
-    /// One test file of the e2e crate (`-p e2e --test NAME`).
+    /// One test file of the e2e crate (`--test NAME`).
     Suite(&'static str),
     /// The caller's own cargo test arguments.
     Args(Vec<String>),
@@ -170,7 +170,9 @@ fn run_one(
             cargo_test.arg("--workspace");
         }
         Selection::Suite(suite) => {
-            cargo_test.args(["-p", "e2e", "--test", suite]);
+            // `--workspace`, as the whole suite builds it: `-p e2e` would
+            // unify features differently and rebuild the test binaries.
+            cargo_test.args(["--workspace", "--test", suite]);
         }
         Selection::Args(args) => {
             if !selects_packages(args) {
