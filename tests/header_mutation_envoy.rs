@@ -264,12 +264,47 @@ fn filter_and_envoys_header_mutation_filter_produce_identical_requests_and_respo
     assert_eq!(native.response.status, 200, "{}", native.response.text());
     assert_eq!(filter.response.status, 200, "{}", filter.response.text());
 
-    assert_eq!(filter.target, native.target, "request targets differ");
+    // The filter URL-encodes what it adds to the query, as Envoy 1.38 and
+    // later do (`header_mutation_url_encode_query_params`). Envoy 1.37 and
+    // earlier write added values raw: `%REQ(x-inject)%` then adds a
+    // parameter and a fragment to the request line.
+    if e2e::envoy::version() >= (1, 38) {
+        assert_eq!(filter.target, native.target, "request targets differ");
+    } else {
+        assert_eq!(
+            native.target.as_deref(),
+            Some(
+                "/m?a=1&addr=127.0.0.1&b=after&bare=&dup=3&e=&i=1&admin=true#&keep=k\
+                 &m=&n=new&o=x y source-value&p=100%25 & more/?&s=1&seq=s1&z=1"
+            ),
+            "Envoy before 1.38 adds query values unencoded"
+        );
+    }
     let native_up = comparable(&native.response.echoed_request_headers());
     let filter_up = comparable(&filter.response.echoed_request_headers());
     assert_same(&native_up, &filter_up, "upstream request headers");
-    let native_down = comparable(&native.response.headers);
-    let filter_down = comparable(&filter.response.headers);
+    let mut native_down = comparable(&native.response.headers);
+    let mut filter_down = comparable(&filter.response.headers);
+    if e2e::envoy::version() < (1, 38) {
+        // Response rules rendering `%REQ(:path)%` show the request line
+        // each wrote, and nothing else differs.
+        let native_target = native.target.clone().unwrap();
+        let filter_target = filter.target.clone().unwrap();
+        let differing: Vec<String> = filter_down
+            .iter()
+            .filter(|(name, values)| native_down.get(*name) != Some(*values))
+            .map(|(name, _)| name.clone())
+            .collect();
+        assert!(!differing.is_empty(), "no response rule shows the path");
+        for name in differing {
+            let filter_values = filter_down.remove(&name).unwrap();
+            let expected: Vec<String> = filter_values
+                .iter()
+                .map(|v| v.replace(&filter_target, &native_target))
+                .collect();
+            assert_eq!(native_down.remove(&name), Some(expected), "{name}");
+        }
+    }
     assert_same(&native_down, &filter_down, "client response headers");
 
     // The comparison is only worth something if the mutations did things.
@@ -335,11 +370,16 @@ fn query_parameters_the_request_had_keep_their_bytes() {
             "/d?A=n&a b=c&d&v=ok&x=%zz&z=1",
             "/d?A=n&a%20b=c%26d&v=ok&x=%zz&z=1",
         ),
-        // What the mutations add is URL-encoded by both.
+        // What the mutations add is URL-encoded by both (by Envoy from
+        // 1.38 on; before, Envoy writes it raw).
         (
             "/d",
             "a&admin=1 #b",
-            "/d?v=a%26admin%3D1%20%23b&z=1",
+            if e2e::envoy::version() >= (1, 38) {
+                "/d?v=a%26admin%3D1%20%23b&z=1"
+            } else {
+                "/d?v=a&admin=1 #b&z=1"
+            },
             "/d?v=a%26admin%3D1%20%23b&z=1",
         ),
         // Nothing to decode or to encode: the same bytes.

@@ -486,13 +486,30 @@ pub fn version() -> (u32, u32) {
 }
 
 /// `major.minor` from Envoy's `--version` line
-/// (`/path/to/envoy  version: 5b5b1e2/1.40.0/Clean/RELEASE/BoringSSL`; the
-/// line starts with the binary's path, slashes and all).
+/// (`/path/to/envoy  version: 5b5b1e2/1.40.0/Clean/RELEASE/BoringSSL`; it
+/// starts with the binary's own path, `/`s included).
 fn parse_version(text: &str) -> Option<(u32, u32)> {
-    let (_, after) = text.split_once("version: ")?;
-    let version = after.split('/').nth(1)?;
+    let (_, build) = text.split_once(" version: ")?;
+    let version = build.split('/').nth(1)?;
     let mut parts = version.split('.');
     let major = parts.next()?.trim().parse().ok()?;
     let minor = parts.next()?.trim().parse().ok()?;
     Some((major, minor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_version;
+
+    #[test]
+    fn version_is_read_after_the_binary_path() {
+        let line = "\n/work/.venv-envoy-1.36/lib/python3.11/site-packages/envoy/_bin/envoy  \
+                    version: dc2d3098ae5641555f15c71d5bb5ce0060a8015c/1.36.2/Clean/RELEASE/BoringSSL\n";
+        assert_eq!(parse_version(line), Some((1, 36)));
+        assert_eq!(
+            parse_version("envoy  version: 5b5b1e2/1.40.0/Clean/RELEASE/BoringSSL"),
+            Some((1, 40))
+        );
+        assert_eq!(parse_version("/usr/bin/envoy: not found"), None);
+    }
 }

@@ -24,7 +24,8 @@ mod test;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup | build-filter | test [CARGO TEST ARGS...] | \
+const USAGE: &str = "usage: cargo xtask <setup | build-filter | \
+test [--envoy X.Y[,X.Y..] | --envoy all] [CARGO TEST ARGS...] | \
 demo [--config FILE.json [--request 'METHOD PATH' [-H 'NAME: VALUE']...]...] | bench [OPTIONS]>";
 
 fn main() -> ExitCode {

