@@ -62,7 +62,7 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use e2e::ecds::{self, EcdsEnvoy, Options};
+use e2e::ecds::{EcdsEnvoy, Options};
 use e2e::{envoy, http, paths, EchoUpstream, Response};
 
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -618,8 +618,8 @@ fn settle_and_sample(envoy: &EcdsEnvoy) -> Sample {
     std::thread::sleep(Duration::from_millis(2500));
     let pid = envoy.envoy().pid();
     Sample {
-        rss_kib: ecds::rss_kib(pid),
-        linear_kib: ecds::wasm_linear_memories(pid).iter().sum::<u64>() / 1024,
+        rss_kib: envoy::rss_kib(pid),
+        linear_kib: envoy::wasm_linear_memories(pid).iter().sum::<u64>() / 1024,
     }
 }
 

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use e2e::extpack::{extpack, extpack_with, listed_files, Run, FIELDS};
+use e2e::extpack::{extpack, extpack_with, listed_files, proxy_module, Run, FIELDS};
 use e2e::paths::extpack_bin;
 use e2e::registry::{Registry, PASSWORD, USER};
 use serde_json::Value;
@@ -19,18 +19,6 @@ use tempfile::TempDir;
 const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const WASM_CONTENT: &str = "application/vnd.module.wasm.content.layer.v1+wasm";
 const WASM_CONFIG: &str = "application/vnd.module.wasm.config.v1+json";
-
-fn proxy_module() -> Vec<u8> {
-    wat::parse_str(
-        r#"(module
-             (memory (export "memory") 1)
-             (func $abi)
-             (func $alloc (param i32) (result i32) i32.const 0)
-             (export "proxy_abi_version_0_2_1" (func $abi))
-             (export "proxy_on_memory_allocate" (func $alloc)))"#,
-    )
-    .unwrap()
-}
 
 fn plain_module() -> Vec<u8> {
     wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "run")))"#).unwrap()

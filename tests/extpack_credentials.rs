@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use e2e::extpack::{extpack_with, Run, FIELDS};
+use e2e::extpack::{extpack_with, proxy_module, Run, FIELDS};
 use e2e::registry::{base64_std, Registry, TokenAuth, TokenSigner};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -29,18 +29,6 @@ const SERVICE: &str = "extpack-test-registry";
 const ISSUER: &str = "extpack-test-token-server";
 /// What `az acr login` writes as the user of an identity token.
 const ACR_USER: &str = "00000000-0000-0000-0000-000000000000";
-
-fn proxy_module() -> Vec<u8> {
-    wat::parse_str(
-        r#"(module
-             (memory (export "memory") 1)
-             (func $abi)
-             (func $alloc (param i32) (result i32) i32.const 0)
-             (export "proxy_abi_version_0_2_1" (func $abi))
-             (export "proxy_on_memory_allocate" (func $alloc)))"#,
-    )
-    .unwrap()
-}
 
 // ---------------------------------------------------------------------------
 // The token server

@@ -463,45 +463,12 @@ fn memory(envoy: &Envoy) -> Memory {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("/memory has no {key}: {json}"))
     };
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", envoy.pid())).unwrap();
-    let regions: Vec<(u64, u64, String)> = maps
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (start, end) = fields.next()?.split_once('-')?;
-            let perms = fields.next()?.to_string();
-            Some((
-                u64::from_str_radix(start, 16).ok()?,
-                u64::from_str_radix(end, 16).ok()?,
-                perms,
-            ))
-        })
-        .collect();
-    let mut wasm_linear = 0;
-    let mut wasm_memories = 0;
-    for pair in regions.windows(2) {
-        let (before, guard) = (&pair[0], &pair[1]);
-        if guard.2 == "---p"
-            && guard.1 - guard.0 >= 4 << 30
-            && before.2 == "rw-p"
-            && before.1 == guard.0
-        {
-            wasm_linear += before.1 - before.0;
-            wasm_memories += 1;
-        }
-    }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", envoy.pid())).unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap()
-        * 1024;
+    let memories = e2e::envoy::wasm_linear_memories(envoy.pid());
     Memory {
         allocated: number("allocated"),
-        wasm_linear,
-        wasm_memories,
-        rss,
+        wasm_linear: memories.iter().sum(),
+        wasm_memories: memories.len(),
+        rss: e2e::envoy::rss_kib(envoy.pid()) * 1024,
     }
 }
 

@@ -200,7 +200,7 @@ impl EcdsEnvoy {
         let name = ecds_stat_name("version_text");
         let text = self.envoy.admin_get(&format!(
             "/stats?filter={}",
-            percent_encode_query(&format!("{}$", name.replace('.', "\\.")))
+            super::envoy::percent_encode(&format!("{}$", name.replace('.', "\\.")))
         ));
         text.lines()
             .find_map(|line| line.strip_prefix(&format!("{name}: ")))
@@ -261,17 +261,6 @@ pub fn ecds_stat_name(stat: &str) -> String {
     format!("extension_config_discovery.http_filter.{RESOURCE_NAME}.{stat}")
 }
 
-fn percent_encode_query(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(byte).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
 /// The bootstrap: a node (ECDS needs one), admin, the `ecds` listener with
 /// the filter by `config_discovery` before the router, the `echo` cluster.
 fn bootstrap(dir: &Path, watched: &Path, upstream_port: u16, options: &Options) -> String {
@@ -312,47 +301,4 @@ fn bootstrap(dir: &Path, watched: &Path, upstream_port: u16, options: &Options) 
         "node: {{ id: \"sidecar~127.0.0.1~productpage.bookinfo~bookinfo.svc.cluster.local\", cluster: productpage.bookinfo }}\n{}",
         envoy_yaml::bootstrap_yaml(&[&listener], upstream_port, "")
     )
-}
-
-/// A Wasm linear memory of each VM in Envoy, in bytes: the `rw-p` mapping
-/// right below a guard region of 4 GiB or more (V8's layout), as
-/// `tests/filter_robustness.rs` reads them.
-pub fn wasm_linear_memories(pid: u32) -> Vec<u64> {
-    let maps =
-        std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("reading /proc/PID/maps");
-    let regions: Vec<(u64, u64, String)> = maps
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (start, end) = fields.next()?.split_once('-')?;
-            let perms = fields.next()?.to_string();
-            Some((
-                u64::from_str_radix(start, 16).ok()?,
-                u64::from_str_radix(end, 16).ok()?,
-                perms,
-            ))
-        })
-        .collect();
-    regions
-        .windows(2)
-        .filter(|pair| {
-            let (before, guard) = (&pair[0], &pair[1]);
-            guard.2 == "---p"
-                && guard.1 - guard.0 >= 4 << 30
-                && before.2 == "rw-p"
-                && before.1 == guard.0
-        })
-        .map(|pair| pair[0].1 - pair[0].0)
-        .collect()
-}
-
-/// `VmRSS` of process `pid`, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/PID/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }

@@ -454,7 +454,8 @@ fn escape_regex(text: &str) -> String {
         .collect()
 }
 
-fn percent_encode(text: &str) -> String {
+/// `text` with every byte but RFC 3986's unreserved ones `%XX`-encoded.
+pub fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|byte| match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -495,6 +496,48 @@ fn parse_version(text: &str) -> Option<(u32, u32)> {
     let major = parts.next()?.trim().parse().ok()?;
     let minor = parts.next()?.trim().parse().ok()?;
     Some((major, minor))
+}
+
+/// A Wasm linear memory of each VM in Envoy, in bytes: the `rw-p` mapping
+/// right below a guard region of 4 GiB or more (V8's layout).
+pub fn wasm_linear_memories(pid: u32) -> Vec<u64> {
+    let maps =
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("reading /proc/PID/maps");
+    let regions: Vec<(u64, u64, String)> = maps
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (start, end) = fields.next()?.split_once('-')?;
+            let perms = fields.next()?.to_string();
+            Some((
+                u64::from_str_radix(start, 16).ok()?,
+                u64::from_str_radix(end, 16).ok()?,
+                perms,
+            ))
+        })
+        .collect();
+    regions
+        .windows(2)
+        .filter(|pair| {
+            let (before, guard) = (&pair[0], &pair[1]);
+            guard.2 == "---p"
+                && guard.1 - guard.0 >= 4 << 30
+                && before.2 == "rw-p"
+                && before.1 == guard.0
+        })
+        .map(|pair| pair[0].1 - pair[0].0)
+        .collect()
+}
+
+/// `VmRSS` of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 #[cfg(test)]

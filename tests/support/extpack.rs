@@ -23,6 +23,20 @@ pub const FIELDS: [&str; 6] = [
     "10",
 ];
 
+/// The least module `extpack` accepts as a proxy-wasm filter: one page of
+/// memory, an ABI version export and `proxy_on_memory_allocate`.
+pub fn proxy_module() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+             (memory (export "memory") 1)
+             (func $abi)
+             (func $alloc (param i32) (result i32) i32.const 0)
+             (export "proxy_abi_version_0_2_1" (func $abi))
+             (export "proxy_on_memory_allocate" (func $alloc)))"#,
+    )
+    .expect("a valid module")
+}
+
 /// The layer entries `inspect --json` lists (`files[].path`), in layer
 /// order.
 pub fn listed_files(inspection: &serde_json::Value) -> Vec<String> {
