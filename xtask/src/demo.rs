@@ -38,7 +38,7 @@ cargo xtask demo: the header filter in a real Envoy, in front of an echo upstrea
 Usage:
   cargo xtask demo
   cargo xtask demo --config FILE.json [--request 'METHOD PATH' [-H 'NAME: VALUE']...]...
-                   [--module FILE.wasm]
+                   [--envoy X.Y] [--module FILE.wasm]
 
 Without arguments: builds the filter, publishes it to a local docker-registry with
 extpack, extracts it back, runs it in Envoy with envoy-config/envoy.yaml and prints
@@ -60,6 +60,9 @@ Options:
   -H, --header 'NAME: VALUE'
                            a header of the request given last (before any
                            --request: of a GET /)
+  --envoy X.Y              the Envoy to run: 1.40 (default), or 1.36, 1.37, 1.38, 1.39,
+                           what Istio 1.28 to 1.31 and Envoy Gateway 1.6 to 1.9 ship
+                           (installed by `cargo xtask setup`)
   --module FILE.wasm       run this module instead of building target/header_filter.wasm
   -h, --help               this text
 
@@ -88,6 +91,8 @@ pub struct TryArgs {
     pub config: PathBuf,
     pub requests: Vec<Request>,
     pub module: Option<PathBuf>,
+    /// `--envoy`: `None` for the main one.
+    pub envoy: Option<setup::Envoy>,
 }
 
 /// One request to send.
@@ -154,6 +159,7 @@ impl Demo {
         }
         let mut config = None;
         let mut module = None;
+        let mut envoy = None;
         let mut requests: Vec<Request> = Vec::new();
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
@@ -175,6 +181,7 @@ impl Demo {
             match flag {
                 "--config" => config = Some(PathBuf::from(value()?)),
                 "--module" => module = Some(PathBuf::from(value()?)),
+                "--envoy" => envoy = Some(setup::Envoy::named(&value()?)?),
                 "--request" => requests.push(Request::parse(&value()?)?),
                 "-H" | "--header" => {
                     let header = parse_header(&value()?)?;
@@ -189,19 +196,21 @@ impl Demo {
                 }
                 other => bail!(
                     "unknown argument `{other}` for demo (accepted: --config, --request, -H, \
-                     --module, --help)"
+                     --envoy, --module, --help)"
                 ),
             }
         }
         let config = config.ok_or_else(|| {
             anyhow!(
-                "--request, -H and --module need --config FILE.json; see `cargo xtask demo --help`"
+                "--request, -H, --envoy and --module need --config FILE.json; see `cargo xtask \
+                 demo --help`"
             )
         })?;
         Ok(Demo::Try(TryArgs {
             config,
             requests,
             module,
+            envoy,
         }))
     }
 }
@@ -226,6 +235,20 @@ pub fn run(args: &[String]) -> Result<()> {
                     filter::build_filter()?
                 }
             };
+            if let Some(envoy) = args.envoy {
+                let elf = match envoy.elf() {
+                    Some(elf) => elf,
+                    None => {
+                        setup::run()?;
+                        envoy.elf().with_context(|| {
+                            format!("Envoy {} is not installed after setup", envoy.version)
+                        })?
+                    }
+                };
+                // Read by the harness each time it starts an Envoy; nothing
+                // else runs yet.
+                std::env::set_var("ENVOY_BIN", elf);
+            }
             guarded(|| try_config(&args, &module, &mut std::io::stdout().lock()))
         }
     }
@@ -285,8 +308,12 @@ pub fn try_config(args: &TryArgs, module: &Path, out: &mut dyn Write) -> Result<
     let baseline = envoy.listener(BASELINE);
     writeln!(
         out,
-        "demo: envoy (pid {}) runs envoy-config/envoy.yaml with {shown} on {listener} \
+        "demo: envoy {} (pid {}) runs envoy-config/envoy.yaml with {shown} on {listener} \
          (the same without the filter on {baseline}), echo upstream on {}",
+        {
+            let (major, minor) = e2e::envoy::version();
+            format!("{major}.{minor}")
+        },
         envoy.pid(),
         upstream.addr()
     )?;
@@ -628,6 +655,7 @@ mod tests {
                     request("POST", "/login", &[("x-echo-status", "503")]),
                 ],
                 module: None,
+                envoy: None,
             })
         );
         // Headers before any --request make a GET /.
@@ -645,6 +673,10 @@ mod tests {
         };
         assert!(args.requests.is_empty(), "the demo's own request then");
         assert_eq!(args.module, Some(PathBuf::from("m.wasm")));
+        let Demo::Try(args) = parse(&["--config=c.json", "--envoy", "1.37"]).unwrap() else {
+            panic!("a config run");
+        };
+        assert_eq!(args.envoy.map(|e| e.version), Some("1.37.0"));
     }
 
     #[test]
@@ -665,6 +697,10 @@ mod tests {
             (
                 &["--config", "c", "--status", "5"],
                 "unknown argument `--status`",
+            ),
+            (
+                &["--config", "c", "--envoy", "1.35"],
+                "no Envoy `1.35` here",
             ),
         ];
         for (args, want) in cases {
@@ -763,6 +799,7 @@ mod tests {
                 request("GET", "/other", &[]),
             ],
             module: None,
+            envoy: None,
         };
         let mut out = Vec::new();
         try_config(&args, &module, &mut out).unwrap();

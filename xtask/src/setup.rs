@@ -64,6 +64,19 @@ impl Envoy {
         std::iter::once(MAIN_ENVOY).chain(OLDER_ENVOYS.iter().copied())
     }
 
+    /// The Envoy a user names: `major.minor` (`1.37`) or the exact version.
+    pub fn named(name: &str) -> Result<Envoy> {
+        Envoy::all()
+            .find(|e| e.minor == name || e.version == name)
+            .with_context(|| {
+                let versions: Vec<&str> = Envoy::all().map(|e| e.minor).collect();
+                format!(
+                    "no Envoy `{name}` here: one of {} (what `cargo xtask setup` installs)",
+                    versions.join(", ")
+                )
+            })
+    }
+
     /// Whether this is the main Envoy (the whole suite runs on it).
     pub fn is_main(&self) -> bool {
         *self == MAIN_ENVOY

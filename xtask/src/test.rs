@@ -13,7 +13,7 @@
 
 use crate::setup::{Envoy, MAIN_ENVOY};
 use crate::{command, filter, paths, setup};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -357,9 +357,7 @@ fn parse_envoys(value: &str) -> Result<Vec<Envoy>> {
     }
     let mut chosen: Vec<Envoy> = Vec::new();
     for name in value.split(',').map(str::trim) {
-        let Some(envoy) = Envoy::all().find(|e| e.minor == name || e.version == name) else {
-            bail!("`--envoy {value}`: no Envoy `{name}` here; {}", choices());
-        };
+        let envoy = Envoy::named(name).map_err(|e| anyhow!("`--envoy {value}`: {e}"))?;
         if !chosen.contains(&envoy) {
             chosen.push(envoy);
         }
