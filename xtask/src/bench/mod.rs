@@ -47,6 +47,10 @@ const CALLGRIND_START: Duration = Duration::from_secs(900);
 const PLAIN_START: Duration = Duration::from_secs(60);
 
 pub fn run(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        say!("{}\n\n{}", options::USAGE, options::HELP);
+        return Ok(());
+    }
     let options = Options::parse(args)?;
     require_tools(&options)?;
     let work = tempfile::Builder::new()

@@ -8,6 +8,30 @@ pub const USAGE: &str = "usage: cargo xtask bench [--requests N] [--rounds R] [-
 [--skip-callgrind] [--skip-wrk] [--skip-extpack] [--module PATH] [--variant NAME=PATH]... \
 [--mix-variants] [--mix-variant NAME=PATH]... [--wrk-seconds S] [--out DIR] [--trace]";
 
+/// `cargo xtask bench --help`.
+pub const HELP: &str = "Measures what the filter costs per request in Envoy 1.40 (V8,
+--concurrency 1): instructions under callgrind (the primary figure), wrk
+figures, module load time and memory, extpack timings. Two workloads: three
+constant response headers (against Envoy doing nothing, Lua, hand-written
+floor modules) and a realistic scenario (against Envoy's route table, Lua and
+the filter's own floor, benches/mix-floor.wat). Writes benches/results/
+(latest.md, latest.json, latest.svg); --quick writes target/bench/.
+
+  --requests N          requests per listener per round under callgrind (2000)
+  --rounds R            interleaved rounds; medians are quoted (3)
+  --quick               200 requests, 1 round, short wrk runs: a smoke run
+  --skip-callgrind, --skip-wrk, --skip-extpack
+                        leave out a part
+  --module PATH         measure this module as the filter
+  --variant NAME=PATH   another module beside the filter, on both workloads
+  --mix-variants        also run each --variant on the realistic scenario
+  --mix-variant NAME=PATH
+                        another module (or .wat), on the realistic scenario only
+  --wrk-seconds S       seconds per wrk run (5)
+  --out DIR             write the results here
+  --trace               only print the host calls each request of the scenario
+                        makes, for the filter and its floor; measure nothing";
+
 /// A Wasm module measured as its own listener, next to the floor.
 #[derive(Debug, Clone)]
 pub struct Variant {
