@@ -494,9 +494,26 @@ impl ResponseRule {
     }
 }
 
-/// The response's status, from its `:status` header.
+/// The response's status, from its `:status` header: what
+/// `str::parse::<u16>` reads (an optional `+`, then digits), without going
+/// through `str` (it runs on every response the plan judges).
 pub fn parse_status(value: Option<&[u8]>) -> Option<u16> {
-    std::str::from_utf8(value?).ok()?.parse().ok()
+    let value = value?;
+    let digits = value.strip_prefix(b"+").unwrap_or(value);
+    if digits.is_empty() {
+        return None;
+    }
+    let mut status: u32 = 0;
+    for &byte in digits {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        status = status * 10 + u32::from(byte - b'0');
+        if status > u32::from(u16::MAX) {
+            return None;
+        }
+    }
+    Some(status as u16)
 }
 
 #[cfg(test)]
@@ -511,6 +528,38 @@ mod tests {
     fn takes(matcher: &RouteMatch, path: &str) -> bool {
         let view = RequestView::new(path.as_bytes(), HeaderPairs::new(&[]), None);
         matcher.matches(&view)
+    }
+
+    #[test]
+    fn status_reads_as_str_parse_does() {
+        for text in [
+            "200",
+            "503",
+            "0",
+            "099",
+            "+200",
+            "+",
+            "",
+            "-1",
+            "-0",
+            "2 00",
+            " 200",
+            "200 ",
+            "65535",
+            "65536",
+            "0000000000200",
+            "99999999999",
+            "2x0",
+            "\u{663}00",
+        ] {
+            assert_eq!(
+                parse_status(Some(text.as_bytes())),
+                text.parse::<u16>().ok(),
+                "{text:?}"
+            );
+        }
+        assert_eq!(parse_status(None), None);
+        assert_eq!(parse_status(Some(b"\xff200")), None);
     }
 
     #[test]
