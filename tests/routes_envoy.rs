@@ -944,19 +944,16 @@ fn assert_header_matching_before_1_39(envoy: &Differential, requests: &[Request]
                 &mut utf8_differ
             }) += 1;
         }
-        let native_client: Vec<String> = exchange
-            .native
-            .header_all("x-route")
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let routes_of = |response: &Response| -> Vec<String> {
+            response
+                .header_all("x-route")
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        };
+        let native_client = routes_of(&exchange.native);
         let native_upstream = exchange.native.echoed("x-route");
-        let filter_client: Vec<String> = exchange
-            .filter
-            .header_all("x-route")
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let filter_client = routes_of(&exchange.filter);
         let mut lines = Vec::new();
         if native_client != expected || native_upstream != expected {
             lines.push(format!(

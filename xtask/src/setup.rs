@@ -69,12 +69,17 @@ impl Envoy {
         Envoy::all()
             .find(|e| e.minor == name || e.version == name)
             .with_context(|| {
-                let versions: Vec<&str> = Envoy::all().map(|e| e.minor).collect();
                 format!(
                     "no Envoy `{name}` here: one of {} (what `cargo xtask setup` installs)",
-                    versions.join(", ")
+                    Envoy::minors()
                 )
             })
+    }
+
+    /// Every Envoy's `major.minor`, comma-separated: the names users give.
+    pub fn minors() -> String {
+        let versions: Vec<&str> = Envoy::all().map(|e| e.minor).collect();
+        versions.join(", ")
     }
 
     /// Whether this is the main Envoy (the whole suite runs on it).

@@ -366,8 +366,7 @@ fn parse_envoys(value: &str) -> Result<Vec<Envoy>> {
 }
 
 fn choices() -> String {
-    let versions: Vec<&str> = Envoy::all().map(|e| e.minor).collect();
-    format!("one of {}, a list of them, or `all`", versions.join(", "))
+    format!("one of {}, a list of them, or `all`", Envoy::minors())
 }
 
 /// Whether the caller chose packages themselves (`-p e2e`, `--package=x`,

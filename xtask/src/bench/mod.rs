@@ -363,9 +363,7 @@ fn modules(options: &Options, work: &Path) -> Result<(Variant, Vec<Variant>, Vec
     let snapshot = |name: &str, path: &Path| -> Result<PathBuf> {
         let copy = work.join(format!("{name}.wasm"));
         if path.extension().is_some_and(|e| e == "wat") {
-            let bytes =
-                wat::parse_file(path).with_context(|| format!("compiling {}", path.display()))?;
-            std::fs::write(&copy, bytes)?;
+            wasm::compile_wat(path, &copy)?;
         } else {
             std::fs::copy(path, &copy)
                 .with_context(|| format!("wasm module {} not found", path.display()))?;

@@ -22,22 +22,23 @@ pub fn mix_floor_source() -> PathBuf {
 
 /// Compiles `benches/mix-floor.wat` into `dir/mix-floor.wasm`.
 pub fn compile_mix_floor(dir: &Path) -> Result<PathBuf> {
-    let source = mix_floor_source();
-    let bytes =
-        wat::parse_file(&source).with_context(|| format!("compiling {}", source.display()))?;
     let module = dir.join("mix-floor.wasm");
-    std::fs::write(&module, bytes).with_context(|| format!("writing {}", module.display()))?;
+    compile_wat(&mix_floor_source(), &module)?;
     Ok(module)
 }
 
 /// Compiles `benches/floor.wat` into `dir/floor.wasm`.
 pub fn compile_floor(dir: &Path) -> Result<PathBuf> {
-    let source = floor_source();
-    let bytes =
-        wat::parse_file(&source).with_context(|| format!("compiling {}", source.display()))?;
     let module = dir.join("floor.wasm");
-    std::fs::write(&module, bytes).with_context(|| format!("writing {}", module.display()))?;
+    compile_wat(&floor_source(), &module)?;
     Ok(module)
+}
+
+/// Compiles the text module at `source` into `module`.
+pub fn compile_wat(source: &Path, module: &Path) -> Result<()> {
+    let bytes =
+        wat::parse_file(source).with_context(|| format!("compiling {}", source.display()))?;
+    std::fs::write(module, bytes).with_context(|| format!("writing {}", module.display()))
 }
 
 /// What `floor3` adds to the floor: `proxy_on_request_headers(context_id,
